@@ -1,0 +1,314 @@
+//! AWS CloudTrail: a record, an S3 log file (`{"Records": [...]}`, unwrapped in `shape`), and the
+//! EventBridge envelope (`detail-type: AWS API Call via CloudTrail`, the record in `detail`).
+//!
+//! This is the hot path. The top level was parsed once by `shape::RawTop`; `requestParameters`
+//! stays a borrowed `RawValue` and is parsed into [`AwsRequest`] only for the event names whose
+//! request fields a detector or catalog predicate reads ([`wants_request`]).
+//!
+//! The principal is `userIdentity.arn`, or `invokedBy` for AWS services, or `principalId`, or the
+//! account. Assumed-role ARNs keep their session name: a session is the unit that acts.
+
+use super::shape::RawTop;
+use super::time::parse_rfc3339_ms;
+use super::{CloudEvent, DecodeError, Outcome, Provider, RequestFields};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// `userIdentity`, the fields we keep.
+#[derive(Deserialize, Default)]
+pub struct UserIdentity<'a> {
+    #[serde(rename = "type", borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub arn: Option<Cow<'a, str>>,
+    #[serde(rename = "principalId", borrow, default)]
+    pub principal_id: Option<Cow<'a, str>>,
+    #[serde(rename = "accountId", borrow, default)]
+    pub account_id: Option<Cow<'a, str>>,
+    #[serde(rename = "invokedBy", borrow, default)]
+    pub invoked_by: Option<Cow<'a, str>>,
+}
+
+/// `requestParameters`, the fields detectors and predicates read.
+#[derive(Deserialize, Default)]
+struct AwsRequest<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(rename = "trailName", borrow, default)]
+    trail_name: Option<Cow<'a, str>>,
+    #[serde(rename = "secretId", borrow, default)]
+    secret_id: Option<Cow<'a, str>>,
+    #[serde(rename = "secretIdList", borrow, default)]
+    secret_id_list: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    filters: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    names: Option<Vec<Cow<'a, str>>>,
+    #[serde(rename = "withDecryption", default)]
+    with_decryption: Option<bool>,
+    #[serde(rename = "enableLogFileValidation", default)]
+    enable_log_file_validation: Option<bool>,
+    #[serde(rename = "isMultiRegionTrail", default)]
+    is_multi_region_trail: Option<bool>,
+    #[serde(rename = "eventSelectors", default)]
+    event_selectors: Option<Vec<EventSelector>>,
+    #[serde(rename = "advancedEventSelectors", borrow, default)]
+    advanced_event_selectors: Option<&'a RawValue>,
+    #[serde(rename = "serviceCode", borrow, default)]
+    service_code: Option<Cow<'a, str>>,
+    #[serde(rename = "quotaCode", borrow, default)]
+    quota_code: Option<Cow<'a, str>>,
+    #[serde(rename = "desiredValue", default)]
+    desired_value: Option<f64>,
+    #[serde(default)]
+    enable: Option<bool>,
+    #[serde(default)]
+    activate: Option<bool>,
+    #[serde(rename = "regionName", borrow, default)]
+    region_name: Option<Cow<'a, str>>,
+    #[serde(rename = "bucketName", borrow, default)]
+    bucket_name: Option<Cow<'a, str>>,
+    #[serde(rename = "BucketLoggingStatus", borrow, default)]
+    bucket_logging_status: Option<&'a RawValue>,
+    #[serde(rename = "LifecycleConfiguration", borrow, default)]
+    lifecycle_configuration: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    logging: Option<&'a RawValue>,
+    #[serde(rename = "logGroupName", borrow, default)]
+    log_group_name: Option<Cow<'a, str>>,
+    #[serde(rename = "detectorId", borrow, default)]
+    detector_id: Option<Cow<'a, str>>,
+    #[serde(rename = "functionName", borrow, default)]
+    function_name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct EventSelector {
+    #[serde(rename = "includeManagementEvents", default)]
+    include_management_events: Option<bool>,
+}
+
+/// Event names whose `requestParameters` we parse. Everything else skips that work.
+fn wants_request(event_name: &str) -> bool {
+    matches!(
+        event_name,
+        "GetSecretValue"
+            | "BatchGetSecretValue"
+            | "GetParameter"
+            | "GetParameters"
+            | "StopLogging"
+            | "StartLogging"
+            | "DeleteTrail"
+            | "UpdateTrail"
+            | "PutEventSelectors"
+            | "PutBucketLogging"
+            | "PutBucketLifecycle"
+            | "PutBucketLifecycleConfiguration"
+            | "UpdateClusterConfig"
+            | "RequestServiceQuotaIncrease"
+            | "UpdateDetector"
+            | "DeleteDetector"
+            | "CreateIPSet"
+            | "UpdateIPSet"
+            | "CreateThreatIntelSet"
+            | "UpdateThreatIntelSet"
+            | "EnableRegion"
+            | "DisableRegion"
+            | "DeleteLogGroup"
+            | "DeleteLogStream"
+    ) || event_name.starts_with("CreateFunction")
+        || event_name.starts_with("UpdateFunctionCode")
+        || event_name.starts_with("AddPermission")
+}
+
+/// Decodes one CloudTrail record whose top level is already parsed. `account_fallback` is the
+/// EventBridge envelope's `account`, used when the record lacks `recipientAccountId`.
+pub fn decode<'a>(
+    top: RawTop<'a>,
+    account_fallback: Option<Cow<'a, str>>,
+    out: &mut Vec<CloudEvent<'a>>,
+) -> Result<(), DecodeError> {
+    let time_text = top
+        .event_time
+        .as_deref()
+        .or(top.at_timestamp.as_deref())
+        .ok_or(DecodeError::MissingField("eventTime"))?;
+    let time = parse_rfc3339_ms(time_text).ok_or_else(|| DecodeError::InvalidValue {
+        field: "eventTime",
+        detail: format!("not an RFC 3339 time: {time_text:.40}"),
+    })?;
+    let event_source = top.event_source.ok_or(DecodeError::MissingField("eventSource"))?;
+    let event_name = top.event_name.ok_or(DecodeError::MissingField("eventName"))?;
+    let identity = top.user_identity.unwrap_or_default();
+    let scope = top
+        .recipient_account_id
+        .or_else(|| identity.account_id.clone())
+        .or(account_fallback)
+        .ok_or(DecodeError::MissingField("recipientAccountId"))?;
+    let principal = identity
+        .arn
+        .or(identity.invoked_by)
+        .or(identity.principal_id)
+        .or(identity.account_id)
+        .unwrap_or(Cow::Borrowed("unknown"));
+
+    let mut ev = CloudEvent::new(time, Provider::Aws, scope, event_source, event_name, principal);
+    if let Some(region) = top.aws_region {
+        ev.cloud_region = region;
+    }
+    ev.actor_user_type = identity.kind;
+    ev.src_endpoint_ip = top.source_ip_address;
+    ev.http_request_user_agent = top.user_agent;
+    if let Some(code) = top.error_code {
+        if !code.eq_ignore_ascii_case("success") {
+            ev.status = Outcome::Failure;
+            ev.status_code = Some(code);
+        }
+    }
+    ev.metadata_uid = top.event_id;
+    ev.metadata_log_name = Cow::Borrowed(log_name(
+        top.event_category.as_deref(),
+        top.management_event,
+    ));
+    if let Some(raw) = top.request_parameters {
+        if raw.get() != "null" && wants_request(&ev.api_operation) {
+            let req: AwsRequest<'a> =
+                serde_json::from_str(raw.get()).map_err(DecodeError::from_json)?;
+            apply_request(&mut ev, req);
+        }
+    }
+    out.push(ev);
+    Ok(())
+}
+
+/// An EventBridge event carrying a CloudTrail record in `detail`.
+pub fn decode_eventbridge<'a>(
+    detail: &'a str,
+    account: Option<Cow<'a, str>>,
+    out: &mut Vec<CloudEvent<'a>>,
+) -> Result<(), DecodeError> {
+    let top: RawTop<'a> = serde_json::from_str(detail).map_err(DecodeError::from_json)?;
+    if top.event_source.is_none() || top.event_name.is_none() {
+        // EventBridge carries many event kinds; only CloudTrail API calls are audit records.
+        return Err(DecodeError::UnknownShape);
+    }
+    decode(top, account, out)
+}
+
+fn log_name(category: Option<&str>, management: Option<bool>) -> &'static str {
+    match (category, management) {
+        (Some("Data"), _) => "data",
+        (Some("Insight"), _) => "insight",
+        (Some("NetworkActivity"), _) => "network_activity",
+        (Some("Management"), _) | (None, Some(true)) | (None, None) => "management",
+        (Some(_), _) | (None, Some(false)) => "data",
+    }
+}
+
+fn apply_request<'a>(ev: &mut CloudEvent<'a>, req: AwsRequest<'a>) {
+    let r: &mut RequestFields<'a> = &mut ev.api_request;
+    let op: &str = &ev.api_operation;
+    match op {
+        "GetSecretValue" => ev.resources.extend(req.secret_id),
+        "BatchGetSecretValue" => {
+            if let Some(list) = req.secret_id_list {
+                ev.resources.extend(list);
+            }
+            if req.filters.is_some_and(|f| f.get() != "null") {
+                r.bulk_filter = Some(true);
+            }
+        }
+        "GetParameter" | "GetParameters" => {
+            r.with_decryption = Some(req.with_decryption.unwrap_or(false));
+            ev.resources.extend(req.name);
+            if let Some(names) = req.names {
+                ev.resources.extend(names);
+            }
+        }
+        "StopLogging" | "StartLogging" | "DeleteTrail" | "UpdateTrail" | "PutEventSelectors" => {
+            r.trail_name = req.trail_name.or(req.name);
+            r.log_file_validation = req.enable_log_file_validation;
+            r.multi_region = req.is_multi_region_trail;
+            if let Some(selectors) = &req.event_selectors {
+                let off = selectors
+                    .iter()
+                    .any(|s| s.include_management_events == Some(false));
+                r.include_management_events = Some(!off);
+            } else if let Some(adv) = req.advanced_event_selectors {
+                // Advanced selectors log management events only with a selector whose
+                // eventCategory equals Management.
+                r.include_management_events = Some(adv.get().contains("\"Management\""));
+            }
+            ev.resources.extend(r.trail_name.clone());
+        }
+        "PutBucketLogging" => {
+            r.enabled = Some(
+                req.bucket_logging_status
+                    .is_some_and(|s| s.get().contains("LoggingEnabled")),
+            );
+            ev.resources.extend(req.bucket_name);
+        }
+        "PutBucketLifecycle" | "PutBucketLifecycleConfiguration" => {
+            r.expiration_days = req.lifecycle_configuration.and_then(|c| min_days(c.get()));
+            ev.resources.extend(req.bucket_name);
+        }
+        "UpdateClusterConfig" => {
+            if let Some(logging) = req.logging {
+                // `{"clusterLogging":[{"types":[...],"enabled":false}]}`
+                let text = logging.get();
+                if text.contains("\"enabled\":false") || text.contains("\"enabled\": false") {
+                    r.enabled = Some(false);
+                } else if text.contains("\"enabled\"") {
+                    r.enabled = Some(true);
+                }
+            }
+            ev.resources.extend(req.name);
+        }
+        "RequestServiceQuotaIncrease" => {
+            r.service_code = req.service_code;
+            r.quota_code = req.quota_code;
+            r.quota_value = req.desired_value;
+        }
+        "UpdateDetector" => {
+            r.enabled = req.enable;
+            ev.resources.extend(req.detector_id);
+        }
+        "DeleteDetector" => ev.resources.extend(req.detector_id),
+        "CreateIPSet" | "UpdateIPSet" | "CreateThreatIntelSet" | "UpdateThreatIntelSet" => {
+            r.enabled = req.activate;
+            ev.resources.extend(req.name);
+        }
+        "EnableRegion" | "DisableRegion" => r.requested_region = req.region_name,
+        "DeleteLogGroup" | "DeleteLogStream" => ev.resources.extend(req.log_group_name),
+        _ => ev.resources.extend(req.function_name),
+    }
+}
+
+/// The smallest `Expiration.Days` in a lifecycle configuration, however it is nested.
+fn min_days(text: &str) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    fn walk(v: &serde_json::Value, best: &mut Option<i64>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    if k == "Expiration" || k == "NoncurrentVersionExpiration" {
+                        let days = child
+                            .get("Days")
+                            .or_else(|| child.get("NoncurrentDays"))
+                            .and_then(|d| d.as_i64().or_else(|| d.as_str()?.parse().ok()));
+                        if let Some(d) = days {
+                            *best = Some(best.map_or(d, |b: i64| b.min(d)));
+                        }
+                    }
+                    walk(child, best);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, best)),
+            _ => {}
+        }
+    }
+    let mut best = None;
+    walk(&value, &mut best);
+    best
+}

@@ -1,0 +1,8 @@
+//! cloudwarden: catches attacks on cloud control planes in cloud audit logs, as they happen.
+//!
+//! A record flows one way through these modules:
+//!
+//! - [`event`]: decode a raw provider record (CloudTrail, GCP, Azure, Entra ID, Workspace, O365,
+//!   or `CloudEvent` v1) into the normalized [`event::CloudEvent`].
+pub mod event;
+pub mod window;

@@ -1,0 +1,78 @@
+//! A keyed map with a hard bound: at most `max_keys` entries, the least recently active evicted
+//! first, idle entries swept, every eviction counted.
+//!
+//! An attacker who floods random principals must not exhaust memory; the price is that an evicted
+//! key starts fresh (its window and baseline are forgotten), which the eviction counter makes
+//! visible. Built on the `lru` crate; recency is "last touched", which with event-time-ordered
+//! input is "last active".
+
+use lru::LruCache;
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+
+pub struct BoundedMap<K: Hash + Eq, V> {
+    map: LruCache<K, (i64, V)>,
+    evicted: u64,
+}
+
+impl<K: Hash + Eq, V> BoundedMap<K, V> {
+    pub fn new(max_keys: usize) -> Self {
+        BoundedMap {
+            map: LruCache::new(NonZeroUsize::new(max_keys.max(1)).expect("max(1) is non-zero")),
+            evicted: 0,
+        }
+    }
+
+    /// The entry for `key`, created with `init` if absent (evicting the least recently active
+    /// entry when full), marked active at `t`.
+    pub fn get_or_insert_with(&mut self, key: K, t: i64, init: impl FnOnce() -> V) -> &mut V {
+        if !self.map.contains(&key) && self.map.len() == self.map.cap().get() {
+            self.map.pop_lru();
+            self.evicted += 1;
+        }
+        let entry = self.map.get_or_insert_mut(key, || (t, init()));
+        entry.0 = entry.0.max(t);
+        &mut entry.1
+    }
+
+    /// The entry for `key` without changing its recency.
+    pub fn peek(&self, key: &K) -> Option<&V> {
+        self.map.peek(key).map(|(_, v)| v)
+    }
+
+    pub fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.map.peek_mut(key).map(|(_, v)| v)
+    }
+
+    /// Removes entries not active since `before` (least recent first). Returns how many.
+    pub fn sweep_idle(&mut self, before: i64) -> usize {
+        let mut removed = 0;
+        while self.map.peek_lru().is_some_and(|(_, (t, _))| *t < before) {
+            self.map.pop_lru();
+            removed += 1;
+        }
+        self.evicted += removed as u64;
+        removed
+    }
+
+    /// Every entry, most recent first, with its last-active time.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, i64, &mut V)> {
+        self.map.iter_mut().map(|(k, (t, v))| (k, *t, v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.map.cap().get()
+    }
+}
