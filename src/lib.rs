@@ -4,5 +4,12 @@
 //!
 //! - [`event`]: decode a raw provider record (CloudTrail, GCP, Azure, Entra ID, Workspace, O365,
 //!   or `CloudEvent` v1) into the normalized [`event::CloudEvent`].
+pub mod alert;
+pub mod catalog;
+pub mod config;
+pub mod demo;
+pub mod detect;
+pub mod engine;
 pub mod event;
+pub mod replay;
 pub mod window;

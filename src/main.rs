@@ -1,1 +1,380 @@
-fn main(){}
+//! The `cloudwarden` binary: a thin CLI over the library (parse flags → load config → set up
+//! telemetry → run). Every flag is declared here, in one place.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use cloudwarden::alert::Alert;
+use cloudwarden::catalog::Behaviour;
+use cloudwarden::config::Config;
+use cloudwarden::engine::Engine;
+use cloudwarden::event::{decode_record, DecodeLimits, Provider};
+use cloudwarden::replay::{self, Input, RecordReader};
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cloudwarden",
+    version,
+    about = "Catches attacks on cloud control planes in cloud audit logs"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the detectors over log files (NDJSON, JSON, CloudTrail S3 files, gzip) in event-time
+    /// order; alerts as NDJSON on stdout.
+    Replay {
+        /// Deploy config (defaults apply when absent).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Write alerts here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// No progress bar even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+        /// Input files; `-` is stdin.
+        #[arg(default_value = "-")]
+        files: Vec<String>,
+    },
+    /// Print each record as CloudEvent v1 NDJSON with its catalog behaviours and techniques, or
+    /// the decode error: what cloudwarden makes of your logs.
+    Normalize {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(default_value = "-")]
+        files: Vec<String>,
+    },
+    /// Validate a deploy config; unknown keys and bad values are named.
+    CheckConfig { file: PathBuf },
+    /// Print the catalog coverage (behaviour × provider).
+    Catalog {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// List every rule instead of the coverage table.
+        #[arg(long)]
+        rules: bool,
+    },
+    /// Replay a built-in realistic stream (benign traffic with attack scenarios) through the
+    /// engine and print the alerts and a summary.
+    Demo {
+        /// Print alerts as NDJSON instead of one line each.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cloudwarden: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        Some(p) => Ok(Config::from_file(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Replay {
+            config,
+            output,
+            no_progress,
+            files,
+        } => {
+            let config = load_config(config.as_ref())?;
+            cmd_replay(&config, output, no_progress, &files)
+        }
+        Command::Normalize { config, files } => {
+            let config = load_config(config.as_ref())?;
+            cmd_normalize(&config, &files)
+        }
+        Command::CheckConfig { file } => match Config::from_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Catalog { config, rules } => {
+            let config = load_config(config.as_ref())?;
+            cmd_catalog(&config, rules)
+        }
+        Command::Demo { json } => cmd_demo(json),
+    }
+}
+
+fn cmd_replay(
+    config: &Config,
+    output: Option<PathBuf>,
+    no_progress: bool,
+    files: &[String],
+) -> Result<ExitCode> {
+    let mut engine = Engine::new(config)?;
+    let inputs: Vec<Input> = files.iter().map(|f| Input::parse(f)).collect();
+    let mut out: Box<dyn Write> = match &output {
+        Some(p) => Box::new(BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    let bar = (!no_progress && io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .expect("static template is valid"),
+        );
+        bar
+    });
+    let started = std::time::Instant::now();
+    let summary = replay::replay(
+        &mut engine,
+        &inputs,
+        config.replay.reorder_buffer,
+        |alert| write_alert(&mut out, alert),
+        |events, bytes| {
+            if let Some(bar) = &bar {
+                bar.set_message(format!("{events} events, {:.1} MB", bytes as f64 / 1e6));
+                bar.tick();
+            }
+        },
+    )?;
+    out.flush()?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    for e in summary.errors.iter().take(10) {
+        tracing::warn!(input = %e.input, line = e.line, reason = %e.error.reason(), "undecodable record: {}", e.error);
+    }
+    print_summary(&engine, started.elapsed(), summary.bytes_read);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_alert(out: &mut dyn Write, alert: &Alert) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, alert)?;
+    out.write_all(b"\n")
+}
+
+fn print_summary(engine: &Engine, elapsed: std::time::Duration, bytes: u64) {
+    let s = engine.stats();
+    let mut e = io::stderr().lock();
+    let _ = writeln!(
+        e,
+        "cloudwarden: {} events ({:.1} MB) in {:.2}s; {} decode errors; {} late events; {} alerts ({} suppressed)",
+        s.events,
+        bytes as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        s.decode_errors_total(),
+        s.late_events,
+        s.alerts_total(),
+        engine.suppressed_total(),
+    );
+    for (reason, n) in &s.decode_errors {
+        let _ = writeln!(e, "  decode error {reason}: {n}");
+    }
+    for (detector, n) in &s.alerts {
+        let _ = writeln!(e, "  alerts {detector}: {n}");
+    }
+    for (detector, st) in engine.detector_stats() {
+        if st.evicted > 0 {
+            let _ = writeln!(
+                e,
+                "  {detector}: {} keys held, {} evicted",
+                st.keys, st.evicted
+            );
+        }
+    }
+}
+
+fn cmd_normalize(config: &Config, files: &[String]) -> Result<ExitCode> {
+    let catalog = config.catalog()?;
+    let limits = DecodeLimits {
+        max_record_bytes: config.decode.max_record_bytes,
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut errors = 0u64;
+    for file in files {
+        let input = Input::parse(file);
+        let mut reader = RecordReader::open(&input).with_context(|| input.name())?;
+        while let Some(record) = reader.next_record()? {
+            let mut events = Vec::new();
+            match decode_record(&record.bytes, &limits, &mut events) {
+                Ok(()) => {
+                    for mut ev in events {
+                        let matches = catalog.classify(&ev);
+                        for &id in matches.ids() {
+                            let rule = catalog.rule(id);
+                            let b = rule.behaviour.as_str();
+                            if !ev.behaviours.iter().any(|x| x == b) {
+                                ev.behaviours.push(b.into());
+                            }
+                            for t in &rule.techniques {
+                                if !ev.attack_technique_uids.iter().any(|x| x == t) {
+                                    ev.attack_technique_uids.push(t.clone().into());
+                                }
+                            }
+                        }
+                        serde_json::to_writer(&mut out, &ev)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    serde_json::to_writer(
+                        &mut out,
+                        &serde_json::json!({
+                            "error": e.reason(),
+                            "detail": e.to_string(),
+                            "input": input.name(),
+                            "line": record.line,
+                        }),
+                    )?;
+                    out.write_all(b"\n")?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cmd_catalog(config: &Config, list_rules: bool) -> Result<ExitCode> {
+    let catalog = config.catalog()?;
+    let mut out = io::stdout().lock();
+    if list_rules {
+        for rule in catalog.rules() {
+            let s = &rule.spec;
+            writeln!(
+                out,
+                "{:<19} {:<17} {:<40} {} [{}]{}",
+                s.behaviour.as_str(),
+                s.provider.as_str(),
+                s.service.as_deref().unwrap_or("*"),
+                s.operations.join(", "),
+                s.techniques.join(", "),
+                if s.when.is_empty() {
+                    String::new()
+                } else {
+                    format!(" when {:?}", s.when)
+                }
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let coverage = catalog.coverage();
+    write!(out, "{:<19}", "operations")?;
+    for p in Provider::ALL {
+        write!(out, " {:>16}", p.as_str())?;
+    }
+    writeln!(out)?;
+    for b in Behaviour::ALL {
+        write!(out, "{:<19}", b.as_str())?;
+        for p in Provider::ALL {
+            let ops = coverage
+                .iter()
+                .find(|(cb, cp, _, _)| *cb == b && *cp == p)
+                .map_or(0, |c| c.3);
+            let cell = if ops == 0 {
+                "-".to_owned()
+            } else {
+                ops.to_string()
+            };
+            write!(out, " {cell:>16}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "\n{} rules; cells count operation names and patterns per (behaviour, provider)",
+        catalog.rules().len()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_demo(json: bool) -> Result<ExitCode> {
+    let config = cloudwarden::demo::demo_config();
+    let mut engine = Engine::new(&config)?;
+    let started = std::time::Instant::now();
+    let records = cloudwarden::demo::scenario_stream(&cloudwarden::demo::Scenario::default());
+    let mut alerts = Vec::new();
+    let mut bytes = 0u64;
+    for record in &records {
+        bytes += record.len() as u64;
+        // Malformed records are part of the demo stream: counted, never fatal.
+        let _ = engine.process_record(record, &mut alerts);
+    }
+    engine.finish(&mut alerts);
+    let mut out = io::stdout().lock();
+    for a in &alerts {
+        if json {
+            serde_json::to_writer(&mut out, a)?;
+            writeln!(out)?;
+        } else {
+            writeln!(
+                out,
+                "{} {:<8} {:<19} {}{}",
+                a.time_dt,
+                a.severity.as_str(),
+                a.detector,
+                a.title,
+                if a.attack_techniques.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " [{}]",
+                        a.attack_techniques
+                            .iter()
+                            .map(|t| t.uid.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )?;
+        }
+    }
+    out.flush()?;
+    print_summary(&engine, started.elapsed(), bytes);
+    Ok(ExitCode::SUCCESS)
+}

@@ -138,8 +138,12 @@ pub fn decode<'a>(
         field: "eventTime",
         detail: format!("not an RFC 3339 time: {time_text:.40}"),
     })?;
-    let event_source = top.event_source.ok_or(DecodeError::MissingField("eventSource"))?;
-    let event_name = top.event_name.ok_or(DecodeError::MissingField("eventName"))?;
+    let event_source = top
+        .event_source
+        .ok_or(DecodeError::MissingField("eventSource"))?;
+    let event_name = top
+        .event_name
+        .ok_or(DecodeError::MissingField("eventName"))?;
     let identity = top.user_identity.unwrap_or_default();
     let scope = top
         .recipient_account_id
@@ -153,7 +157,14 @@ pub fn decode<'a>(
         .or(identity.account_id)
         .unwrap_or(Cow::Borrowed("unknown"));
 
-    let mut ev = CloudEvent::new(time, Provider::Aws, scope, event_source, event_name, principal);
+    let mut ev = CloudEvent::new(
+        time,
+        Provider::Aws,
+        scope,
+        event_source,
+        event_name,
+        principal,
+    );
     if let Some(region) = top.aws_region {
         ev.cloud_region = region;
     }

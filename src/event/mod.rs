@@ -231,6 +231,13 @@ pub struct CloudEvent<'a> {
     /// Request fields that detectors need (OCSF `api.request`).
     #[serde(borrow, default, skip_serializing_if = "RequestFields::is_empty")]
     pub api_request: RequestFields<'a>,
+    /// The catalog behaviours of this event, as `cloudwarden normalize` found them.
+    /// Informational: ignored on input, where the engine classifies again.
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub behaviours: Vec<Cow<'a, str>>,
+    /// The ATT&CK technique ids the catalog gives this event (set by `normalize`; ignored on input).
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub attack_technique_uids: Vec<Cow<'a, str>>,
 }
 
 impl<'a> CloudEvent<'a> {
@@ -261,6 +268,8 @@ impl<'a> CloudEvent<'a> {
             metadata_log_name: Cow::Borrowed(""),
             metadata_uid: None,
             api_request: RequestFields::default(),
+            behaviours: Vec::new(),
+            attack_technique_uids: Vec::new(),
         }
     }
 
@@ -286,6 +295,8 @@ impl<'a> CloudEvent<'a> {
             metadata_log_name: o(self.metadata_log_name),
             metadata_uid: self.metadata_uid.map(o),
             api_request: self.api_request.into_owned(),
+            behaviours: self.behaviours.into_iter().map(o).collect(),
+            attack_technique_uids: self.attack_technique_uids.into_iter().map(o).collect(),
         }
     }
 }
@@ -385,7 +396,11 @@ fn static_field_name(name: &str) -> &'static str {
         "CreationTime",
         "Operation",
     ];
-    KNOWN.iter().find(|k| **k == name).copied().unwrap_or("unknown")
+    KNOWN
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 /// Decoding limits, from the `[decode]` config section.
@@ -397,6 +412,8 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_record_bytes: 1 << 20 }
+        DecodeLimits {
+            max_record_bytes: 1 << 20,
+        }
     }
 }

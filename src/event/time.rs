@@ -134,19 +134,47 @@ mod tests {
     fn parses_known_instants() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
         // 2024-07-31T12:50:02Z = 1722430202 s
-        assert_eq!(parse_rfc3339_ms("2024-07-31T12:50:02Z"), Some(1_722_430_202_000));
-        assert_eq!(parse_rfc3339_ms("2024-07-31T12:50:02.5Z"), Some(1_722_430_202_500));
-        assert_eq!(parse_rfc3339_ms("2024-07-31T12:50:02.123456789Z"), Some(1_722_430_202_123));
-        assert_eq!(parse_rfc3339_ms("2024-07-31T14:50:02+02:00"), Some(1_722_430_202_000));
-        assert_eq!(parse_rfc3339_ms("2024-07-31T10:50:02-0200"), Some(1_722_430_202_000));
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T12:50:02Z"),
+            Some(1_722_430_202_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T12:50:02.5Z"),
+            Some(1_722_430_202_500)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T12:50:02.123456789Z"),
+            Some(1_722_430_202_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T14:50:02+02:00"),
+            Some(1_722_430_202_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T10:50:02-0200"),
+            Some(1_722_430_202_000)
+        );
         // O365 CreationTime has no zone: UTC.
-        assert_eq!(parse_rfc3339_ms("2024-07-31T12:50:02"), Some(1_722_430_202_000));
-        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        assert_eq!(
+            parse_rfc3339_ms("2024-07-31T12:50:02"),
+            Some(1_722_430_202_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
+            Some(951_782_400_000)
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "2024-07-31", "2024-13-01T00:00:00Z", "2024-07-31T12:50:02Q", "abcd-ef-ghTij:kl:mnZ", "2024-07-31T12:50:02."] {
+        for s in [
+            "",
+            "2024-07-31",
+            "2024-13-01T00:00:00Z",
+            "2024-07-31T12:50:02Q",
+            "abcd-ef-ghTij:kl:mnZ",
+            "2024-07-31T12:50:02.",
+        ] {
             assert_eq!(parse_rfc3339_ms(s), None, "{s}");
         }
     }

@@ -22,7 +22,13 @@ impl SlidingDistinct {
     /// Records `item` at `t`. Returns `true` when the item was not in the window before.
     pub fn add(&mut self, spec: &PaneSpec, t: i64, item: u64, cap: usize) -> bool {
         let pane = spec.pane_start(t);
-        let newest = self.items.iter().map(|&(_, p)| p).max().unwrap_or(pane).max(pane);
+        let newest = self
+            .items
+            .iter()
+            .map(|&(_, p)| p)
+            .max()
+            .unwrap_or(pane)
+            .max(pane);
         if pane < spec.oldest_live_pane(newest) {
             return false;
         }

@@ -56,6 +56,11 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
     }
 
     /// Every entry, most recent first, with its last-active time.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, i64, &V)> {
+        self.map.iter().map(|(k, (t, v))| (k, *t, v))
+    }
+
+    /// Every entry, most recent first, with its last-active time, mutably.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, i64, &mut V)> {
         self.map.iter_mut().map(|(k, (t, v))| (k, *t, v))
     }

@@ -1,0 +1,112 @@
+//! Shared state and alert shape of the per-principal burst detectors (`secret_fetch_rate`,
+//! `discovery_burst`): a sliding count, a sliding distinct count, a learned baseline, and an
+//! arming flag so a burst raises one alert when it crosses a threshold, not one per event; the
+//! key re-arms once its window falls back below every threshold.
+
+use crate::alert::evidence::EvidenceRing;
+use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
+use crate::event::CloudEvent;
+use crate::window::{BaselineSpec, PaneSpec, RateBaseline, SlidingCount, SlidingDistinct};
+
+/// Per-principal state.
+pub struct BurstKey {
+    pub count: SlidingCount,
+    pub distinct: SlidingDistinct,
+    pub baseline: RateBaseline,
+    pub armed: bool,
+}
+
+impl BurstKey {
+    pub fn new() -> Self {
+        BurstKey {
+            count: SlidingCount::new(),
+            distinct: SlidingDistinct::new(),
+            baseline: RateBaseline::new(),
+            armed: true,
+        }
+    }
+}
+
+impl Default for BurstKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which threshold tripped, with the numbers for the evidence.
+pub struct Tripped {
+    pub trigger: &'static str,
+    pub threshold: f64,
+}
+
+/// Everything needed to describe a burst.
+pub struct BurstReport<'a> {
+    pub detector: &'static str,
+    pub title: String,
+    pub severity: Severity,
+    pub dry_run: bool,
+    pub techniques: &'a [String],
+    pub ev: &'a CloudEvent<'a>,
+    pub key_hash: u64,
+    pub state: &'a BurstKey,
+    pub pane: &'a PaneSpec,
+    pub baseline: &'a BaselineSpec,
+    pub tripped: Tripped,
+    pub ring: &'a EvidenceRing,
+    pub max_samples: usize,
+}
+
+pub fn burst_alert(r: BurstReport<'_>) -> Alert {
+    let t = r.ev.time;
+    let window_start = r
+        .state
+        .count
+        .window_start()
+        .unwrap_or(t)
+        .max(r.pane.oldest_live_pane(t));
+    let count = r.state.count.total(r.pane, t);
+    let distinct = r.state.distinct.distinct(r.pane, t);
+    let warm = r.state.baseline.is_warm(r.baseline);
+    let (samples, event_uids) = r.ring.samples(r.key_hash, window_start, r.max_samples);
+    let evidence = Evidence {
+        count: Some(count),
+        distinct_count: Some(u64::from(distinct)),
+        threshold: Some(r.tripped.threshold),
+        baseline_mean: warm.then(|| round2(r.state.baseline.mean())),
+        baseline_stddev: warm.then(|| round2(r.state.baseline.stddev())),
+        deviation: warm.then(|| round2(r.state.baseline.deviation(count as f64))),
+        trigger: r.tripped.trigger.to_owned(),
+        samples,
+        event_uids,
+        operations: vec![r.ev.api_operation.to_string()],
+        details: serde_json::Map::new(),
+    };
+    let ev = r.ev;
+    let dedup_key = format!(
+        "{}|{}|{}",
+        ev.cloud_provider, ev.cloud_account_uid, ev.actor_user_uid
+    );
+    Alert::new(AlertDraft {
+        detector: r.detector,
+        title: r.title,
+        severity: r.severity,
+        dry_run: r.dry_run,
+        status: AlertStatus::New,
+        techniques: r.techniques,
+        time: t,
+        window_start,
+        window_end: t,
+        provider: ev.cloud_provider.as_str(),
+        scope: &ev.cloud_account_uid,
+        region: &ev.cloud_region,
+        principal: Some(&ev.actor_user_uid),
+        log_source: None,
+        evidence,
+        dedup_key,
+        instance: window_start.to_string(),
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

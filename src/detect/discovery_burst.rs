@@ -1,0 +1,139 @@
+//! `discovery_burst` (T1526, T1580, T1046): a principal enumerating many different APIs.
+//!
+//! Per principal: the distinct (service, operation) pairs among the catalog's discovery calls
+//! (list / describe / get, denied calls) in a sliding window. Breadth, not volume, marks
+//! enumeration: a CI job that polls one Describe call a thousand times is normal, a principal that
+//! touches 30 different read APIs in five minutes is mapping the account. Alerts at an absolute
+//! distinct threshold or above the principal's learned baseline of new operations per window;
+//! one alert per burst (see `burst`).
+
+use super::burst::{burst_alert, BurstKey, BurstReport, Tripped};
+use super::{Detector, DetectorStats, EventCtx};
+use crate::alert::evidence::EvidenceRing;
+use crate::alert::Alert;
+use crate::catalog::Behaviour;
+use crate::config::{ms, CommonSettings, DiscoveryBurstConfig, Mode};
+use crate::window::{stable_hash, BaselineSpec, BoundedMap, PaneSpec};
+
+pub struct DiscoveryBurst {
+    config: DiscoveryBurstConfig,
+    pane: PaneSpec,
+    baseline: BaselineSpec,
+    keys: BoundedMap<u64, BurstKey>,
+    ring: EvidenceRing,
+}
+
+impl DiscoveryBurst {
+    pub fn new(config: DiscoveryBurstConfig, ring: usize) -> Self {
+        let window = ms(config.window);
+        DiscoveryBurst {
+            pane: PaneSpec::new(window, ms(config.pane)),
+            baseline: BaselineSpec {
+                bucket_ms: window,
+                alpha: config.baseline_alpha,
+                warmup_buckets: config.baseline_warmup_buckets,
+                k_sigma: config.baseline_k_sigma,
+                min_count: config.baseline_min_count,
+            },
+            keys: BoundedMap::new(config.max_keys),
+            ring: EvidenceRing::new(ring),
+            config,
+        }
+    }
+}
+
+impl Detector for DiscoveryBurst {
+    fn name(&self) -> &'static str {
+        "discovery_burst"
+    }
+
+    fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>) {
+        if ctx.late || !ctx.matches.has(Behaviour::Discovery) {
+            return;
+        }
+        let ev = ctx.ev;
+        let dry_run = match self.config.mode(&ev.cloud_account_uid, &ev.actor_user_uid) {
+            Mode::Off => return,
+            Mode::Live => false,
+            Mode::DryRun => true,
+        };
+        let c = &self.config;
+        let t = ev.time;
+        let key_hash = stable_hash(&[
+            ev.cloud_provider.as_str(),
+            &ev.cloud_account_uid,
+            &ev.actor_user_uid,
+        ]);
+        let state = self.keys.get_or_insert_with(key_hash, t, BurstKey::new);
+        if !state.count.add(&self.pane, t, 1) {
+            return;
+        }
+        let item = stable_hash(&[&ev.api_service_name, &ev.api_operation]);
+        let new_in_window = state.distinct.add(&self.pane, t, item, c.max_distinct);
+        // The baseline learns how many *new* operations a window usually brings for this key.
+        state
+            .baseline
+            .observe(&self.baseline, t, u32::from(new_in_window));
+        if new_in_window {
+            self.ring
+                .push(key_hash, t, &ev.api_operation, ev.metadata_uid.as_deref());
+        }
+        let distinct = state.distinct.distinct(&self.pane, t);
+        let tripped = if distinct >= c.distinct_threshold {
+            Some(Tripped {
+                trigger: "distinct_threshold",
+                threshold: f64::from(c.distinct_threshold),
+            })
+        } else if c.baseline {
+            state
+                .baseline
+                .threshold(&self.baseline)
+                .filter(|th| f64::from(distinct) > *th)
+                .map(|th| Tripped {
+                    trigger: "baseline",
+                    threshold: (th * 100.0).round() / 100.0,
+                })
+        } else {
+            None
+        };
+        let Some(tripped) = tripped else {
+            state.armed = true;
+            return;
+        };
+        if !state.armed {
+            return;
+        }
+        state.armed = false;
+        let count = state.count.total(&self.pane, t);
+        let techniques = ctx.techniques(Behaviour::Discovery);
+        let title = format!(
+            "Discovery burst: {distinct} distinct list/describe/get operations ({count} calls) by {} in {} {} within {}",
+            ev.actor_user_uid,
+            ev.cloud_provider,
+            ev.cloud_account_uid,
+            humantime::format_duration(c.window)
+        );
+        out.push(burst_alert(BurstReport {
+            detector: "discovery_burst",
+            title,
+            severity: c.severity,
+            dry_run,
+            techniques: &techniques,
+            ev,
+            key_hash,
+            state,
+            pane: &self.pane,
+            baseline: &self.baseline,
+            tripped,
+            ring: &self.ring,
+            max_samples: ctx.max_samples,
+        }));
+    }
+
+    fn stats(&self) -> DetectorStats {
+        DetectorStats {
+            keys: self.keys.len(),
+            evicted: self.keys.evicted(),
+        }
+    }
+}
