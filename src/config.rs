@@ -392,7 +392,7 @@ detector_config! {
 detector_config! {
     /// `[detectors.log_source_silence]`: a log source that was active goes silent (T1562.008).
     pub struct LogSourceSilenceConfig {
-        severity = Severity::High;
+        severity = Severity::Medium;
         /// Key sources by service too (finer: a service that stops logging is noticed even when
         /// the account's other services keep talking).
         pub per_service: bool = false,
@@ -517,12 +517,71 @@ detector_config! {
     }
 }
 
-fn per_event(severity: Severity) -> PerEventConfig {
-    PerEventConfig {
-        severity,
-        ..PerEventConfig::default()
-    }
+/// Declares the config section of one per-event detector: the fields of [`PerEventConfig`] with
+/// this detector's own default severity (a section the user writes keeps the severity default of
+/// its detector, which one shared struct could not do).
+macro_rules! per_event_config {
+    ($(#[$meta:meta])* $name:ident, $severity:expr) => {
+        detector_config! {
+            $(#[$meta])*
+            pub struct $name {
+                severity = $severity;
+                /// Only alert the first time a (principal, operation) pair is seen.
+                pub novelty: bool = false,
+                /// With `novelty`, learn silently for this long after a principal's first event.
+                #[serde(with = "humantime_serde")]
+                pub novelty_warmup: Duration = Duration::ZERO,
+                /// Principals tracked for novelty.
+                pub max_keys: usize = 100_000,
+                /// Alert on failed calls too.
+                pub include_failed: bool = false,
+            }
+        }
+
+        impl From<$name> for PerEventConfig {
+            fn from(c: $name) -> PerEventConfig {
+                PerEventConfig {
+                    enabled: c.enabled,
+                    dry_run: c.dry_run,
+                    severity: c.severity,
+                    allow_principals: c.allow_principals,
+                    allow_scopes: c.allow_scopes,
+                    scopes: c.scopes,
+                    novelty: c.novelty,
+                    novelty_warmup: c.novelty_warmup,
+                    max_keys: c.max_keys,
+                    include_failed: c.include_failed,
+                }
+            }
+        }
+    };
 }
+
+per_event_config!(
+    /// `[detectors.tenant_settings]` (T1578.005).
+    TenantSettingsConfig,
+    Severity::Medium
+);
+per_event_config!(
+    /// `[detectors.event_trigger]` (T1546).
+    EventTriggerConfig,
+    Severity::Medium
+);
+per_event_config!(
+    /// `[detectors.impair_defenses]` (T1562).
+    ImpairDefensesConfig,
+    Severity::High
+);
+per_event_config!(
+    /// `[detectors.conditional_access]` (T1556.009).
+    ConditionalAccessConfig,
+    Severity::High
+);
+per_event_config!(
+    /// `[detectors.serverless]` (T1648).
+    ServerlessConfig,
+    Severity::Low
+);
 
 /// `[detectors.*]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -533,11 +592,11 @@ pub struct DetectorsConfig {
     pub secret_fetch_rate: SecretFetchRateConfig,
     pub discovery_burst: DiscoveryBurstConfig,
     pub quota_change: QuotaChangeConfig,
-    pub tenant_settings: PerEventConfig,
-    pub event_trigger: PerEventConfig,
-    pub impair_defenses: PerEventConfig,
-    pub conditional_access: PerEventConfig,
-    pub serverless: PerEventConfig,
+    pub tenant_settings: TenantSettingsConfig,
+    pub event_trigger: EventTriggerConfig,
+    pub impair_defenses: ImpairDefensesConfig,
+    pub conditional_access: ConditionalAccessConfig,
+    pub serverless: ServerlessConfig,
 }
 
 impl Default for DetectorsConfig {
@@ -548,11 +607,11 @@ impl Default for DetectorsConfig {
             secret_fetch_rate: SecretFetchRateConfig::default(),
             discovery_burst: DiscoveryBurstConfig::default(),
             quota_change: QuotaChangeConfig::default(),
-            tenant_settings: per_event(Severity::Medium),
-            event_trigger: per_event(Severity::Medium),
-            impair_defenses: per_event(Severity::High),
-            conditional_access: per_event(Severity::High),
-            serverless: per_event(Severity::Low),
+            tenant_settings: TenantSettingsConfig::default(),
+            event_trigger: EventTriggerConfig::default(),
+            impair_defenses: ImpairDefensesConfig::default(),
+            conditional_access: ConditionalAccessConfig::default(),
+            serverless: ServerlessConfig::default(),
         }
     }
 }
@@ -611,14 +670,14 @@ impl DetectorsConfig {
         at_least_one(&format!("{p}.max_keys"), q.max_keys)?;
         at_least_one(&format!("{p}.max_regions"), q.max_regions)?;
 
-        for (name, c) in [
-            ("tenant_settings", &self.tenant_settings),
-            ("event_trigger", &self.event_trigger),
-            ("impair_defenses", &self.impair_defenses),
-            ("conditional_access", &self.conditional_access),
-            ("serverless", &self.serverless),
+        for (name, max_keys) in [
+            ("tenant_settings", self.tenant_settings.max_keys),
+            ("event_trigger", self.event_trigger.max_keys),
+            ("impair_defenses", self.impair_defenses.max_keys),
+            ("conditional_access", self.conditional_access.max_keys),
+            ("serverless", self.serverless.max_keys),
         ] {
-            at_least_one(&format!("detectors.{name}.max_keys"), c.max_keys)?;
+            at_least_one(&format!("detectors.{name}.max_keys"), max_keys)?;
         }
         Ok(())
     }

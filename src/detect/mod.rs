@@ -17,7 +17,7 @@ pub mod secret_fetch_rate;
 
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
 use crate::catalog::{Behaviour, Catalog, Matches};
-use crate::config::Config;
+use crate::config::{Config, PerEventConfig};
 use crate::event::CloudEvent;
 
 /// One event as a detector sees it.
@@ -157,17 +157,20 @@ pub fn build(config: &Config) -> Vec<AnyDetector> {
             ring,
         )));
     }
-    for (behaviour, c) in [
-        (Behaviour::TenantSettings, &d.tenant_settings),
-        (Behaviour::EventTrigger, &d.event_trigger),
-        (Behaviour::ImpairDefenses, &d.impair_defenses),
-        (Behaviour::ConditionalAccess, &d.conditional_access),
-        (Behaviour::Serverless, &d.serverless),
-    ] {
+    let per_event: [(Behaviour, PerEventConfig); 5] = [
+        (Behaviour::TenantSettings, d.tenant_settings.clone().into()),
+        (Behaviour::EventTrigger, d.event_trigger.clone().into()),
+        (Behaviour::ImpairDefenses, d.impair_defenses.clone().into()),
+        (
+            Behaviour::ConditionalAccess,
+            d.conditional_access.clone().into(),
+        ),
+        (Behaviour::Serverless, d.serverless.clone().into()),
+    ];
+    for (behaviour, c) in per_event {
         if c.enabled || !c.scopes.is_empty() {
             out.push(AnyDetector::PerEvent(per_event::PerEvent::new(
-                behaviour,
-                c.clone(),
+                behaviour, c,
             )));
         }
     }
