@@ -1,4 +1,5 @@
 //! All integration tests, in one binary (one link, one place to look).
 
+mod schema;
 mod util;
 mod window_props;
