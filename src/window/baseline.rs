@@ -21,13 +21,21 @@ pub struct BaselineSpec {
     pub min_count: f64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RateBaseline {
     bucket_start: i64,
     bucket_count: u32,
     buckets_seen: u32,
     mean: f32,
     var: f32,
+}
+
+/// Same as [`RateBaseline::new`]: `bucket_start` must start at the "no bucket yet" sentinel, not
+/// at 0, or the first event would close the bucket at the epoch and every empty bucket since.
+impl Default for RateBaseline {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Empty buckets folded in one go at most; after that many the baseline is ~0 anyway.
@@ -37,7 +45,10 @@ impl RateBaseline {
     pub fn new() -> Self {
         RateBaseline {
             bucket_start: i64::MIN,
-            ..Default::default()
+            bucket_count: 0,
+            buckets_seen: 0,
+            mean: 0.0,
+            var: 0.0,
         }
     }
 

@@ -1,4 +1,6 @@
 //! All integration tests, in one binary (one link, one place to look).
 
 mod golden;
+mod schema;
 mod util;
+mod window_props;
