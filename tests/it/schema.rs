@@ -75,6 +75,8 @@ fn full_event() -> CloudEvent<'static> {
         policy_old_state: Some(s("enabled")),
         policy_new_state: Some(s("disabled")),
     };
+    ev.behaviours = vec![s("log_disable")];
+    ev.attack_technique_uids = vec![s("T1562.008")];
     ev
 }
 
