@@ -1,6 +1,10 @@
 //! All integration tests, in one binary (one link, one place to look).
 
 mod golden;
+mod invictus;
+mod malformed;
+mod replay;
 mod schema;
+mod stratus;
 mod util;
 mod window_props;

@@ -12,11 +12,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 const AWS_FIXTURES: &[&str] = &[
-    "aws/aws.defense-evasion.cloudtrail-stop.ndjson",
-    "aws/aws.defense-evasion.cloudtrail-event-selectors.ndjson",
-    "aws/aws.credential-access.secretsmanager-batch-retrieve-secrets.ndjson",
-    "aws/aws.credential-access.ssm-retrieve-securestring-parameters.ndjson",
-    "aws/aws.persistence.lambda-backdoor-function.ndjson",
+    "stratus/aws.defense-evasion.cloudtrail-stop.ndjson",
+    "stratus/aws.defense-evasion.cloudtrail-event-selectors.ndjson",
+    "stratus/aws.credential-access.secretsmanager-batch-retrieve-secrets.ndjson",
+    "stratus/aws.credential-access.ssm-retrieve-securestring-parameters.ndjson",
+    "stratus/aws.persistence.lambda-backdoor-function.ndjson",
 ];
 
 fn schema() -> Value {
