@@ -538,4 +538,16 @@ mod tests {
         let wrong_claims = r#"{"time":"2024-07-31T12:50:02Z","operationName":"X/Y","subscriptionId":"s","identity":{"claims":{"appid":1}}}"#;
         assert_eq!(reason(wrong_claims), "wrong_type");
     }
+
+    #[test]
+    fn truncated_and_mangled_records_never_panic() {
+        for raw in [EVENT_HUB, REST, KEY_VAULT, LOG_ANALYTICS] {
+            for (i, _) in raw.char_indices() {
+                let mut out = Vec::new();
+                let _ = decode_record(raw[..i].as_bytes(), &DecodeLimits::default(), &mut out);
+                let mangled = raw[..i].replace(['"', ':'], "");
+                let _ = decode_record(mangled.as_bytes(), &DecodeLimits::default(), &mut out);
+            }
+        }
+    }
 }

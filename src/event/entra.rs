@@ -487,4 +487,16 @@ mod tests {
         let bad_string = r#"{"ActivityDisplayName":"Add user","ActivityDateTime":"2024-07-31T15:00:00Z","TenantId":"t","LoggedByService":"Core Directory","InitiatedBy":"{not json"}"#;
         assert_eq!(reason(bad_string), "not_json");
     }
+
+    #[test]
+    fn truncated_and_mangled_records_never_panic() {
+        for raw in [EXPORT, GRAPH, SENTINEL] {
+            for (i, _) in raw.char_indices() {
+                let mut out = Vec::new();
+                let _ = decode_record(raw[..i].as_bytes(), &DecodeLimits::default(), &mut out);
+                let mangled = raw[..i].replace(['"', ':'], "");
+                let _ = decode_record(mangled.as_bytes(), &DecodeLimits::default(), &mut out);
+            }
+        }
+    }
 }

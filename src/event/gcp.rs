@@ -553,4 +553,23 @@ mod tests {
         let wrong_sink = r#"{"protoPayload":{"serviceName":"logging.googleapis.com","methodName":"google.logging.v2.ConfigServiceV2.UpdateSink","request":{"sink":{"disabled":"yes"}}},"timestamp":"2024-07-31T12:50:02Z","logName":"projects/p/logs/x"}"#;
         assert_eq!(reason(wrong_sink), "wrong_type");
     }
+
+    #[test]
+    fn truncated_and_mangled_records_never_panic() {
+        for raw in [
+            DELETE_SINK,
+            UPDATE_SINK,
+            ACCESS_SECRET,
+            SET_IAM,
+            QUOTA,
+            SUBNET,
+        ] {
+            for (i, _) in raw.char_indices() {
+                let mut out = Vec::new();
+                let _ = decode_record(raw[..i].as_bytes(), &DecodeLimits::default(), &mut out);
+                let mangled = raw[..i].replace(['"', ':'], "");
+                let _ = decode_record(mangled.as_bytes(), &DecodeLimits::default(), &mut out);
+            }
+        }
+    }
 }

@@ -140,8 +140,8 @@ pub fn decode<'a>(text: &'a str, out: &mut Vec<CloudEvent<'a>>) -> Result<(), De
 }
 
 /// `Workload` lower-cased, without allocating for the common workloads.
-fn log_name(workload: &Cow<'_, str>) -> Cow<'static, str> {
-    let known = match &**workload {
+fn log_name(workload: &str) -> Cow<'static, str> {
+    let known = match workload {
         "Exchange" => "exchange",
         "AzureActiveDirectory" => "azureactivedirectory",
         "SharePoint" => "sharepoint",
@@ -374,5 +374,17 @@ mod tests {
         assert_eq!(reason(wrong), "wrong_type");
         let wrong_params = r#"{"CreationTime":"2024-07-31T15:35:00","Operation":"Set-AdminAuditLogConfig","Workload":"Exchange","OrganizationId":"o","Parameters":[{"Name":"Enabled","Value":false}]}"#;
         assert_eq!(reason(wrong_params), "wrong_type");
+    }
+
+    #[test]
+    fn truncated_and_mangled_records_never_panic() {
+        for raw in [AUDIT_OFF, UPDATE_POLICY, DKIM, SENTINEL] {
+            for (i, _) in raw.char_indices() {
+                let mut out = Vec::new();
+                let _ = decode_record(raw[..i].as_bytes(), &DecodeLimits::default(), &mut out);
+                let mangled = raw[..i].replace(['"', ':'], "");
+                let _ = decode_record(mangled.as_bytes(), &DecodeLimits::default(), &mut out);
+            }
+        }
     }
 }

@@ -255,4 +255,16 @@ mod tests {
         let wrong_id = r#"{"kind":"admin#reports#activity","id":"abc","events":[]}"#;
         assert_eq!(reason(wrong_id), "wrong_type");
     }
+
+    #[test]
+    fn truncated_and_mangled_records_never_panic() {
+        for raw in [CHANGE_SETTING, TWO_EVENTS, LIST] {
+            for (i, _) in raw.char_indices() {
+                let mut out = Vec::new();
+                let _ = decode_record(raw[..i].as_bytes(), &DecodeLimits::default(), &mut out);
+                let mangled = raw[..i].replace(['"', ':'], "");
+                let _ = decode_record(mangled.as_bytes(), &DecodeLimits::default(), &mut out);
+            }
+        }
+    }
 }
