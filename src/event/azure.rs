@@ -440,10 +440,8 @@ mod tests {
         );
     }
 
-    /// The REST shape carries `eventName: {value, localizedValue}`, which `shape::RawTop` reads as
-    /// the CloudTrail `eventName` string, so `decode_record` rejects it (`wrong_type`) before
-    /// classification. Until `RawTop` tolerates that, the decoder is tested directly here and the
-    /// full path by the ignored test below.
+    /// The REST shape carries `eventName: {value, localizedValue}`; `shape::RawTop` reads a
+    /// non-string `eventName` as absent, so the full path works; this calls the decoder alone.
     fn decode_direct(raw: &str) -> Vec<CloudEvent<'_>> {
         let mut out = Vec::new();
         super::decode(raw, &mut out).expect("decodes");
@@ -451,7 +449,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "shape::RawTop types eventName as a string; the REST Activity Log has an object"]
     fn rest_shape_through_decode_record() {
         assert_eq!(
             decode(REST)[0].api_operation,

@@ -30,6 +30,9 @@ pub struct RawTop<'a> {
     pub records_upper: Option<Vec<&'a RawValue>>,
     #[serde(rename = "records", borrow, default)]
     pub records_lower: Option<Vec<&'a RawValue>>,
+    /// Admin SDK Reports `activities.list` page (`kind: admin#reports#activities`).
+    #[serde(borrow, default)]
+    pub items: Option<Vec<&'a RawValue>>,
     #[serde(rename = "detail-type", borrow, default)]
     pub detail_type: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -42,7 +45,14 @@ pub struct RawTop<'a> {
     pub event_time: Option<Cow<'a, str>>,
     #[serde(rename = "eventSource", borrow, default)]
     pub event_source: Option<Cow<'a, str>>,
-    #[serde(rename = "eventName", borrow, default)]
+    /// A string in CloudTrail; an object in the Azure REST shape (`{value, localizedValue}`),
+    /// which is read as absent here.
+    #[serde(
+        rename = "eventName",
+        borrow,
+        default,
+        deserialize_with = "string_or_skip"
+    )]
     pub event_name: Option<Cow<'a, str>>,
     #[serde(rename = "awsRegion", borrow, default)]
     pub aws_region: Option<Cow<'a, str>>,
@@ -193,7 +203,12 @@ fn decode_one<'a>(
         None => {
             // Envelopes: unwrap once (an envelope inside an envelope is not a format we know).
             if depth < 2 {
-                if let Some(items) = top.records_upper.as_ref().or(top.records_lower.as_ref()) {
+                if let Some(items) = top
+                    .records_upper
+                    .as_ref()
+                    .or(top.records_lower.as_ref())
+                    .or(top.items.as_ref())
+                {
                     for item in items {
                         decode_one(item.get(), depth + 1, out)?;
                     }
@@ -222,7 +237,11 @@ pub fn classify(top: &RawTop<'_>) -> Option<Shape> {
     if top.schema.is_some() {
         return Some(Shape::CloudEvent);
     }
-    if top.records_upper.is_some() || top.records_lower.is_some() || top.detail_type.is_some() {
+    if top.records_upper.is_some()
+        || top.records_lower.is_some()
+        || top.detail_type.is_some()
+        || top.kind.as_deref() == Some("admin#reports#activities")
+    {
         return None;
     }
     if top.event_source.is_some() && top.event_name.is_some() {
@@ -272,4 +291,71 @@ fn is_entra(top: &RawTop<'_>) -> bool {
         || raw_eq(top.category, "AuditLogs")
         || raw_contains(top.resource_id, "microsoft.aadiam")
         || raw_contains(top.resource_id_upper, "microsoft.aadiam")
+}
+
+/// Deserializes a string (borrowed when possible) and skips any other JSON value as `None`.
+fn string_or_skip<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Cow<'de, str>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or any JSON value")
+        }
+
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
 }

@@ -229,13 +229,13 @@ mod tests {
     }
 
     #[test]
-    fn list_page_envelope_is_not_a_record_shape() {
-        // An activities.list page is `{"kind":"admin#reports#activities","items":[...]}`; the
-        // pipeline is expected to feed the items, not the page.
+    fn list_page_envelope_is_unwrapped() {
+        // An activities.list page is `{"kind":"admin#reports#activities","items":[...]}`: each
+        // item is an activity, each of its events one CloudEvent.
         let mut out = Vec::new();
-        let r = decode_record(LIST.as_bytes(), &DecodeLimits::default(), &mut out);
-        assert!(r.is_err());
-        assert!(out.is_empty());
+        decode_record(LIST.as_bytes(), &DecodeLimits::default(), &mut out).expect("decodes");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].cloud_provider, Provider::GoogleWorkspace);
     }
 
     #[test]
