@@ -323,3 +323,144 @@ fn min_days(text: &str) -> Option<i64> {
     walk(&value, &mut best);
     best
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::event::{decode_record, CloudEvent, DecodeLimits, Outcome, Provider};
+
+    const STOP: &str =
+        include_str!("../../tests/fixtures/stratus/aws.defense-evasion.cloudtrail-stop.ndjson");
+    const SELECTORS: &str = include_str!(
+        "../../tests/fixtures/stratus/aws.defense-evasion.cloudtrail-event-selectors.ndjson"
+    );
+    const SSM: &str =
+        include_str!("../../tests/fixtures/stratus/aws.credential-access.ssm-retrieve-securestring-parameters.ndjson");
+    const BATCH: &str =
+        include_str!("../../tests/fixtures/stratus/aws.credential-access.secretsmanager-batch-retrieve-secrets.ndjson");
+
+    fn decode(raw: &str) -> Vec<CloudEvent<'_>> {
+        let mut out = Vec::new();
+        decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out).expect("decodes");
+        out
+    }
+
+    fn line<'a>(file: &'a str, op: &str) -> &'a str {
+        file.lines()
+            .find(|l| l.contains(&format!("\"eventName\":\"{op}\"")))
+            .expect("fixture has the operation")
+    }
+
+    #[test]
+    fn a_record() {
+        let ev = &decode(line(STOP, "StopLogging"))[0];
+        assert_eq!(ev.cloud_provider, Provider::Aws);
+        assert_eq!(ev.api_service_name, "cloudtrail.amazonaws.com");
+        assert_eq!(ev.api_operation, "StopLogging");
+        assert_eq!(ev.metadata_log_name, "management");
+        assert!(ev.actor_user_uid.starts_with("arn:aws:iam::"));
+        assert_eq!(ev.actor_user_type.as_deref(), Some("IAMUser"));
+        assert!(ev.api_request.trail_name.is_some());
+        assert_eq!(ev.resources.len(), 1);
+        assert!(ev.metadata_uid.is_some());
+    }
+
+    #[test]
+    fn event_selectors_without_management_events() {
+        let ev = &decode(line(SELECTORS, "PutEventSelectors"))[0];
+        assert_eq!(ev.api_request.include_management_events, Some(false));
+        assert!(ev
+            .api_request
+            .trail_name
+            .as_deref()
+            .unwrap()
+            .starts_with("stratus-red-team-ctes-trail"));
+    }
+
+    #[test]
+    fn ssm_names_count_each_and_decryption_is_kept() {
+        let ev = &decode(line(SSM, "GetParameters"))[0];
+        assert_eq!(ev.api_request.with_decryption, Some(true));
+        assert!(ev.resources.len() > 1, "{:?}", ev.resources);
+        assert!(ev
+            .resources
+            .iter()
+            .all(|r| r.starts_with("/credentials/stratus-red-team/")));
+    }
+
+    #[test]
+    fn batch_with_filters_is_a_bulk_read() {
+        let ev = &decode(line(BATCH, "BatchGetSecretValue"))[0];
+        assert_eq!(ev.api_request.bulk_filter, Some(true));
+        assert!(ev.resources.is_empty());
+    }
+
+    #[test]
+    fn s3_log_file_and_json_array() {
+        let records: Vec<&str> = STOP.lines().collect();
+        let file = format!("{{\"Records\":[{}]}}", records.join(","));
+        assert_eq!(decode(&file).len(), records.len());
+        let array = format!("[{}]", records.join(","));
+        assert_eq!(decode(&array).len(), records.len());
+    }
+
+    #[test]
+    fn eventbridge_envelope() {
+        let record = line(STOP, "StopLogging");
+        let mut detail: serde_json::Value = serde_json::from_str(record).unwrap();
+        detail.as_object_mut().unwrap().remove("recipientAccountId");
+        detail["userIdentity"]
+            .as_object_mut()
+            .unwrap()
+            .remove("accountId");
+        let envelope = serde_json::json!({
+            "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": "AWS API Call via CloudTrail", "source": "aws.cloudtrail",
+            "account": "999999999999", "time": "2024-07-31T12:50:02Z", "region": "us-east-1",
+            "resources": [], "detail": detail,
+        })
+        .to_string();
+        let ev = &decode(&envelope)[0];
+        assert_eq!(ev.api_operation, "StopLogging");
+        assert_eq!(
+            ev.cloud_account_uid, "999999999999",
+            "account from the envelope"
+        );
+        let other = r#"{"version":"0","detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","account":"1","detail":{"state":"running"}}"#;
+        let mut out = Vec::new();
+        let err = decode_record(other.as_bytes(), &DecodeLimits::default(), &mut out).unwrap_err();
+        assert_eq!(err.reason(), "unknown_shape");
+    }
+
+    #[test]
+    fn failures_data_events_and_logstash_timestamps() {
+        let record = line(STOP, "StopLogging").replace(
+            "\"eventCategory\":\"Management\"",
+            "\"eventCategory\":\"Data\",\"errorCode\":\"AccessDenied\"",
+        );
+        let ev = &decode(&record)[0];
+        assert_eq!(ev.status, Outcome::Failure);
+        assert_eq!(ev.status_code.as_deref(), Some("AccessDenied"));
+        assert_eq!(ev.metadata_log_name, "data");
+        // OTRF's Logstash-forwarded CloudTrail: `@timestamp` instead of `eventTime`.
+        let otrf = r#"{"@timestamp":"2020-09-13T17:20:01.000Z","eventSource":"s3.amazonaws.com","eventName":"ListBuckets","awsRegion":"us-east-1","recipientAccountId":"123456789123","userIdentity":{"arn":"arn:aws:iam::123456789123:user/pedro"}}"#;
+        let ev = &decode(otrf)[0];
+        assert_eq!(ev.time, 1_600_017_601_000);
+        // A service event without an identity ARN falls back to invokedBy.
+        let svc = r#"{"eventTime":"2024-01-01T00:00:00Z","eventSource":"servicequotas.amazonaws.com","eventName":"UpdateServiceQuotaIncreaseRequestStatus","eventType":"AwsServiceEvent","recipientAccountId":"1","userIdentity":{"accountId":"1","invokedBy":"servicequotas.amazonaws.com"}}"#;
+        assert_eq!(decode(svc)[0].actor_user_uid, "servicequotas.amazonaws.com");
+    }
+
+    #[test]
+    fn lifecycle_and_bucket_logging_predicates() {
+        let lifecycle = r#"{"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"PutBucketLifecycle","recipientAccountId":"1","requestParameters":{"bucketName":"trail-bucket","LifecycleConfiguration":{"Rule":[{"Expiration":{"Days":1}},{"Expiration":{"Days":"30"}}]}}}"#;
+        let ev = &decode(lifecycle)[0];
+        assert_eq!(ev.api_request.expiration_days, Some(1));
+        let logging_off = r#"{"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"PutBucketLogging","recipientAccountId":"1","requestParameters":{"bucketName":"b","BucketLoggingStatus":{"xmlns":"http://s3.amazonaws.com/doc/2006-03-01/"}}}"#;
+        assert_eq!(decode(logging_off)[0].api_request.enabled, Some(false));
+        let logging_on = logging_off.replace(
+            r#""xmlns""#,
+            r#""LoggingEnabled":{"TargetBucket":"logs"},"xmlns""#,
+        );
+        assert_eq!(decode(&logging_on)[0].api_request.enabled, Some(true));
+    }
+}
