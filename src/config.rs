@@ -584,7 +584,7 @@ per_event_config!(
 );
 
 /// `[detectors.*]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorsConfig {
     pub log_disable: LogDisableConfig,
@@ -597,23 +597,6 @@ pub struct DetectorsConfig {
     pub impair_defenses: ImpairDefensesConfig,
     pub conditional_access: ConditionalAccessConfig,
     pub serverless: ServerlessConfig,
-}
-
-impl Default for DetectorsConfig {
-    fn default() -> Self {
-        DetectorsConfig {
-            log_disable: LogDisableConfig::default(),
-            log_source_silence: LogSourceSilenceConfig::default(),
-            secret_fetch_rate: SecretFetchRateConfig::default(),
-            discovery_burst: DiscoveryBurstConfig::default(),
-            quota_change: QuotaChangeConfig::default(),
-            tenant_settings: TenantSettingsConfig::default(),
-            event_trigger: EventTriggerConfig::default(),
-            impair_defenses: ImpairDefensesConfig::default(),
-            conditional_access: ConditionalAccessConfig::default(),
-            serverless: ServerlessConfig::default(),
-        }
-    }
 }
 
 impl DetectorsConfig {

@@ -129,8 +129,8 @@ const RECON: [(&str, &str); 30] = [
 ];
 
 fn principal(account: &str, who: &str) -> String {
-    if who.starts_with("role/") {
-        format!("arn:aws:sts::{account}:assumed-role/{}/session", &who[5..])
+    if let Some(role) = who.strip_prefix("role/") {
+        format!("arn:aws:sts::{account}:assumed-role/{role}/session")
     } else {
         format!("arn:aws:iam::{account}:{who}")
     }

@@ -56,7 +56,7 @@ impl EvidenceRing {
             if slot.key != key || slot.time < since {
                 continue;
             }
-            if values.len() < max && !values.iter().any(|v| *v == slot.value) {
+            if values.len() < max && !values.contains(&slot.value) {
                 values.push(slot.value.clone());
             }
             if uids.len() < max && !slot.event_uid.is_empty() {

@@ -27,7 +27,7 @@ impl Watermark {
     /// before this event).
     pub fn observe(&mut self, t: i64) -> bool {
         let late = t < self.current();
-        if self.max_event_time.map_or(true, |m| t > m) {
+        if self.max_event_time.is_none_or(|m| t > m) {
             self.max_event_time = Some(t);
         }
         late

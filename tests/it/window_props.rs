@@ -59,7 +59,7 @@ proptest! {
         for (&t, &n) in ts.iter().zip(&weights) {
             let newest_pane = accepted.iter().map(|&(s, _)| spec.pane_start(s)).max();
             let expect_accept =
-                newest_pane.map_or(true, |np| spec.pane_start(t) >= spec.oldest_live_pane(np));
+                newest_pane.is_none_or(|np| spec.pane_start(t) >= spec.oldest_live_pane(np));
             let got = sc.add(&spec, t, n);
             prop_assert_eq!(got, expect_accept, "add({}) accepted?", t);
             if got {
