@@ -1,5 +1,6 @@
 //! All integration tests, in one binary (one link, one place to look).
 
+mod alert_schema;
 mod catalog_coverage;
 mod golden;
 mod invictus;
