@@ -68,8 +68,9 @@ pub enum AlertStatus {
     Resolved,
 }
 
-/// An ATT&CK technique with the tactics it serves.
+/// An ATT&CK technique (id and name); its tactics are listed in the alert's `attack_tactics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Technique {
     pub uid: String,
     pub name: String,
@@ -77,6 +78,7 @@ pub struct Technique {
 
 /// An ATT&CK tactic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tactic {
     pub uid: String,
     pub name: String,
@@ -84,6 +86,7 @@ pub struct Tactic {
 
 /// What tripped the detector.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Evidence {
     /// Events (or weighted items) counted in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,30 +125,45 @@ pub struct Evidence {
 
 /// One alert (`alert.v1`). See `schemas/alert.v1.schema.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Alert {
+    /// Always [`ALERT_SCHEMA`].
     pub schema: String,
-    /// OCSF Detection Finding.
+    /// OCSF Detection Finding: 2004.
     pub class_uid: u32,
+    /// "Detection Finding".
     pub class_name: String,
-    /// Deterministic: hash of (detector, dedup key, window start / episode).
+    /// Deterministic: hash of (detector, dedup key, instance, status), where the instance is the
+    /// window start, the silence episode (last event before it) or the event id.
     pub id: String,
     /// Event time at which the alert was raised, epoch ms.
     pub time: i64,
+    /// `time` as RFC 3339 UTC.
     pub time_dt: String,
+    /// The detector that raised it (one of `detect::DETECTOR_NAMES`).
     pub detector: String,
+    /// One line a human can act on.
     pub title: String,
     pub severity: Severity,
+    /// OCSF `severity_id` of `severity`.
     pub severity_id: u8,
     pub status: AlertStatus,
+    /// Raised by a detector in dry-run mode.
     pub dry_run: bool,
+    /// ATT&CK tactics of the techniques below.
     pub attack_tactics: Vec<Tactic>,
+    /// ATT&CK techniques the catalog (or the detector) assigns.
     pub attack_techniques: Vec<Technique>,
-    /// The window the evidence covers (start, end), epoch ms.
+    /// Start of the window the evidence covers, epoch ms.
     pub window_start: i64,
+    /// End of the window the evidence covers, epoch ms.
     pub window_end: i64,
+    /// OCSF `cloud.provider`.
     pub cloud_provider: String,
+    /// The scope (account, project, subscription, tenant, customer).
     pub cloud_account_uid: String,
     pub cloud_region: String,
+    /// The principal, when the detection has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_user_uid: Option<String>,
     /// The log source, for silence alerts.
