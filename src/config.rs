@@ -48,6 +48,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub replay: ReplayConfig,
     pub detectors: DetectorsConfig,
+    pub kafka: crate::kafka::config::KafkaConfig,
+    pub service: crate::kafka::config::ServiceConfig,
 }
 
 impl Config {
@@ -86,6 +88,22 @@ impl Config {
         positive("time.check_interval", self.time.check_interval)?;
         at_least_one("replay.reorder_buffer", self.replay.reorder_buffer)?;
         self.detectors.validate()?;
+        self.kafka
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
+        positive("service.idle_timeout", self.service.idle_timeout)?;
+        positive(
+            "service.partition_idle_timeout",
+            self.service.partition_idle_timeout,
+        )?;
+        positive("service.commit_interval", self.service.commit_interval)?;
+        at_least_one("service.max_in_flight", self.service.max_in_flight)?;
+        if self.service.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "service.listen",
+                "must be an address like 0.0.0.0:9464",
+            ));
+        }
         self.catalog()?;
         Ok(())
     }

@@ -52,6 +52,8 @@ pub struct Engine {
     raised: Vec<Alert>,
     /// Reused decode buffer (see `process_record`).
     events: Vec<CloudEvent<'static>>,
+    /// Newest event time of the last record processed.
+    last_record_time: Option<i64>,
     stats: EngineStats,
 }
 
@@ -71,8 +73,26 @@ impl Engine {
             max_samples: config.alerts.max_samples,
             raised: Vec::new(),
             events: Vec::new(),
+            last_record_time: None,
             stats: EngineStats::default(),
         })
+    }
+
+    /// Lets the caller drive the watermark ([`Engine::advance_watermark`]) instead of the events:
+    /// the live service combines one watermark per input partition.
+    pub fn with_external_watermark(mut self) -> Self {
+        self.watermark = Watermark::external(self.watermark.allowed_lateness_ms());
+        self
+    }
+
+    /// The newest event time of the last record given to [`Engine::process_record`].
+    pub fn last_record_time(&self) -> Option<i64> {
+        self.last_record_time
+    }
+
+    /// Allowed lateness, ms.
+    pub fn allowed_lateness_ms(&self) -> i64 {
+        self.watermark.allowed_lateness_ms()
     }
 
     /// Decodes one raw record and processes its events. Returns the number of events, or the
@@ -91,6 +111,7 @@ impl Engine {
             .collect();
         let result = decode_record(raw, &self.limits, &mut events);
         let n = events.len();
+        self.last_record_time = events.iter().map(|e| e.time).max();
         match &result {
             Ok(()) => {
                 for ev in &events {

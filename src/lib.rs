@@ -11,5 +11,7 @@ pub mod demo;
 pub mod detect;
 pub mod engine;
 pub mod event;
+pub mod kafka;
 pub mod replay;
+pub mod telemetry;
 pub mod window;

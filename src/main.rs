@@ -69,12 +69,25 @@ enum Command {
         #[arg(long)]
         rules: bool,
     },
-    /// Replay a built-in realistic stream (benign traffic with attack scenarios) through the
-    /// engine and print the alerts and a summary.
+    /// The main job on an embedded default: start an embedded Kafka broker, produce a realistic
+    /// stream (benign traffic with attack scenarios) into it, run the service, and print the
+    /// alerts as a SIEM reads them from the alerts topic.
     Demo {
         /// Print alerts as NDJSON instead of one line each.
         #[arg(long)]
         json: bool,
+        /// Use this broker instead of the embedded one (e.g. the local Tansu: `make demo-broker`).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Skip Kafka: run the same stream straight through the engine.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Run the service: consume audit records from Kafka, detect, produce alerts.
+    Run {
+        /// Deploy config.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -138,7 +151,18 @@ fn run(command: Command) -> Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             cmd_catalog(&config, rules)
         }
-        Command::Demo { json } => cmd_demo(json),
+        Command::Demo {
+            json,
+            brokers,
+            offline,
+        } => {
+            if offline || !cfg!(feature = "kafka") {
+                cmd_demo_offline(json)
+            } else {
+                cmd_demo_kafka(json, brokers)
+            }
+        }
+        Command::Run { config } => cmd_run(&config),
     }
 }
 
@@ -333,7 +357,97 @@ fn cmd_catalog(config: &Config, list_rules: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_demo(json: bool) -> Result<ExitCode> {
+#[cfg(feature = "kafka")]
+fn cmd_demo_kafka(json: bool, brokers: Option<String>) -> Result<ExitCode> {
+    let opts = cloudwarden::kafka::demo::DemoOptions {
+        brokers,
+        json,
+        partitions: 3,
+    };
+    let summary = cloudwarden::kafka::demo::run_demo(&opts, &mut io::stdout().lock())?;
+    Ok(if summary.alerts.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(not(feature = "kafka"))]
+fn cmd_demo_kafka(json: bool, _brokers: Option<String>) -> Result<ExitCode> {
+    cmd_demo_offline(json)
+}
+
+#[cfg(feature = "kafka")]
+fn cmd_run(path: &std::path::Path) -> Result<ExitCode> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let config = Config::from_file(path)?;
+    let metrics = Arc::new(cloudwarden::telemetry::Metrics::default());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listen = config.service.listen.clone();
+    let service = cloudwarden::kafka::service::Service::new(config, metrics.clone())?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = runtime.block_on(cloudwarden::telemetry::http::serve(
+        &listen,
+        metrics.clone(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ))?;
+    tracing::info!(%addr, "serving /metrics, /health, /ready");
+    let stop = shutdown.clone();
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let result = std::thread::Builder::new()
+        .name("cloudwarden-processing".into())
+        .spawn(move || service.run(&shutdown))?
+        .join();
+    metrics.alive.store(false, Ordering::Relaxed);
+    let _ = stop_http.send(());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => anyhow::bail!("the processing thread panicked"),
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+fn cmd_run(_path: &std::path::Path) -> Result<ExitCode> {
+    anyhow::bail!("this build has no Kafka support (built without the `kafka` feature)")
+}
+
+fn cmd_demo_offline(json: bool) -> Result<ExitCode> {
     let config = cloudwarden::demo::demo_config();
     let mut engine = Engine::new(&config)?;
     let started = std::time::Instant::now();

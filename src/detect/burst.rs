@@ -14,6 +14,10 @@ pub struct BurstKey {
     pub distinct: SlidingDistinct,
     pub baseline: RateBaseline,
     pub armed: bool,
+    /// Newest event time seen for the key: windows are read as of this time, so an event that
+    /// arrives out of order (another partition, a late batch) cannot make the count look lower
+    /// and re-arm a burst that is still going on.
+    pub newest: i64,
 }
 
 impl BurstKey {
@@ -23,6 +27,7 @@ impl BurstKey {
             distinct: SlidingDistinct::new(),
             baseline: RateBaseline::new(),
             armed: true,
+            newest: i64::MIN,
         }
     }
 }
@@ -57,7 +62,7 @@ pub struct BurstReport<'a> {
 }
 
 pub fn burst_alert(r: BurstReport<'_>) -> Alert {
-    let t = r.ev.time;
+    let t = r.ev.time.max(r.state.newest);
     let window_start = r
         .state
         .count

@@ -68,6 +68,8 @@ impl Detector for DiscoveryBurst {
         if !state.count.add(&self.pane, t, 1) {
             return;
         }
+        state.newest = state.newest.max(t);
+        let now = state.newest;
         let item = stable_hash(&[&ev.api_service_name, &ev.api_operation]);
         let new_in_window = state.distinct.add(&self.pane, t, item, c.max_distinct);
         // The baseline learns how many *new* operations a window usually brings for this key.
@@ -78,7 +80,7 @@ impl Detector for DiscoveryBurst {
             self.ring
                 .push(key_hash, t, &ev.api_operation, ev.metadata_uid.as_deref());
         }
-        let distinct = state.distinct.distinct(&self.pane, t);
+        let distinct = state.distinct.distinct(&self.pane, now);
         let tripped = if distinct >= c.distinct_threshold {
             Some(Tripped {
                 trigger: "distinct_threshold",
@@ -104,7 +106,7 @@ impl Detector for DiscoveryBurst {
             return;
         }
         state.armed = false;
-        let count = state.count.total(&self.pane, t);
+        let count = state.count.total(&self.pane, now);
         let techniques = ctx.techniques(Behaviour::Discovery);
         let title = format!(
             "Discovery burst: {distinct} distinct list/describe/get operations ({count} calls) by {} in {} {} within {}",

@@ -20,6 +20,8 @@ struct ScopeState {
     request_regions: SlidingDistinct,
     count_armed: bool,
     regions_armed: bool,
+    /// Newest quota-request time: windows are read as of it (see `burst::BurstKey::newest`).
+    newest: i64,
 }
 
 pub struct QuotaChange {
@@ -61,6 +63,7 @@ impl Detector for QuotaChange {
                 request_regions: SlidingDistinct::new(),
                 count_armed: true,
                 regions_armed: true,
+                newest: i64::MIN,
             });
         let is_quota = ctx.matches.has(Behaviour::QuotaChange);
         let region: &str = ev
@@ -96,8 +99,10 @@ impl Detector for QuotaChange {
             .add(&self.pane, t, region_hash, c.max_regions);
         self.ring
             .push(scope_hash, t, region, ev.metadata_uid.as_deref());
-        let count = state.requests.total(&self.pane, t);
-        let regions = state.request_regions.distinct(&self.pane, t);
+        state.newest = state.newest.max(t);
+        let now = state.newest;
+        let count = state.requests.total(&self.pane, now);
+        let regions = state.request_regions.distinct(&self.pane, now);
 
         let mut fired: Vec<(&'static str, f64)> = Vec::new();
         if novel {
@@ -126,7 +131,7 @@ impl Detector for QuotaChange {
             .requests
             .window_start()
             .unwrap_or(t)
-            .max(self.pane.oldest_live_pane(t));
+            .max(self.pane.oldest_live_pane(now));
         let techniques = ctx.techniques(Behaviour::QuotaChange);
         for (trigger, threshold) in fired {
             let (title, samples_since, instance) = match trigger {

@@ -73,6 +73,8 @@ impl Detector for SecretFetchRate {
         if !state.count.add(&self.pane, t, weight) {
             return;
         }
+        state.newest = state.newest.max(t);
+        let now = state.newest;
         state.baseline.observe(&self.baseline, t, weight);
         let uid = ev.metadata_uid.as_deref();
         if ev.resources.is_empty() {
@@ -91,8 +93,8 @@ impl Detector for SecretFetchRate {
                 .add(&self.pane, t, stable_hash(&[secret]), c.max_distinct);
             self.ring.push(key_hash, t, secret, uid);
         }
-        let count = state.count.total(&self.pane, t);
-        let distinct = state.distinct.distinct(&self.pane, t);
+        let count = state.count.total(&self.pane, now);
+        let distinct = state.distinct.distinct(&self.pane, now);
         let tripped = if c.count_threshold > 0 && count >= u64::from(c.count_threshold) {
             Some(Tripped {
                 trigger: "count_threshold",

@@ -12,6 +12,8 @@ pub struct Watermark {
     allowed_lateness_ms: i64,
     /// Set by [`Watermark::advance_to`] (end of replay, idle input): the watermark never goes back.
     floor: i64,
+    /// Driven from outside (the service's per-partition watermarks): events do not move it.
+    external: bool,
 }
 
 impl Watermark {
@@ -20,6 +22,16 @@ impl Watermark {
             max_event_time: None,
             allowed_lateness_ms,
             floor: i64::MIN,
+            external: false,
+        }
+    }
+
+    /// A watermark moved only by [`Watermark::advance_to`]; events are judged late against it
+    /// but do not move it (the caller combines per-partition watermarks).
+    pub fn external(allowed_lateness_ms: i64) -> Self {
+        Watermark {
+            external: true,
+            ..Watermark::new(allowed_lateness_ms)
         }
     }
 
@@ -35,6 +47,9 @@ impl Watermark {
 
     /// The current watermark (`i64::MIN` before any event).
     pub fn current(&self) -> i64 {
+        if self.external {
+            return self.floor;
+        }
         let from_events = self
             .max_event_time
             .map_or(i64::MIN, |m| m.saturating_sub(self.allowed_lateness_ms));
@@ -59,6 +74,17 @@ impl Watermark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_external_watermark_moves_only_when_told() {
+        let mut w = Watermark::external(1_000);
+        assert!(!w.observe(10_000));
+        assert_eq!(w.current(), i64::MIN);
+        w.advance_to(9_000);
+        assert!(w.observe(8_000), "late against the external watermark");
+        assert_eq!(w.current(), 9_000);
+        assert_eq!(w.max_event_time(), Some(10_000));
+    }
 
     #[test]
     fn late_is_relative_to_watermark_not_max() {

@@ -1,0 +1,278 @@
+//! `[kafka]` and `[service]`: where to read, where to write, how to authenticate, and the
+//! service's own knobs. Plain serde structs, compiled with or without the `kafka` feature, so a
+//! deploy config is validated the same way by every build.
+//!
+//! Secrets never live in the file: a SASL password comes from an environment variable or a file
+//! (a Kubernetes Secret mounted as a file), and `Debug` of the resolved settings redacts it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `[kafka]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group of the service.
+    pub group_id: String,
+    /// Topics of raw audit records (any supported format, one record per message).
+    pub input_topics: Vec<String>,
+    /// Topic the alerts are written to (key = the alert id, value = alert.v1 JSON).
+    pub alerts_topic: String,
+    /// Topic undecodable records go to, unchanged, with headers giving the reason and origin.
+    pub dead_letter_topic: String,
+    /// `client.id` of the consumer and producer.
+    pub client_id: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: SecurityProtocol,
+    pub sasl: SaslConfig,
+    pub tls: TlsConfig,
+    /// Any librdkafka consumer property, passed through (`[kafka.consumer]`).
+    pub consumer: BTreeMap<String, String>,
+    /// Any librdkafka producer property, passed through (`[kafka.producer]`).
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "cloudwarden".into(),
+            input_topics: vec!["cloud-audit".into()],
+            alerts_topic: "cloudwarden-alerts".into(),
+            dead_letter_topic: "cloudwarden-dead-letter".into(),
+            client_id: "cloudwarden".into(),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl: SaslConfig::default(),
+            tls: TlsConfig::default(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// `[kafka.sasl]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: String,
+}
+
+/// `[kafka.tls]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA bundle to verify the brokers (`ssl.ca.location`); system store when empty.
+    pub ca_file: String,
+    /// Client certificate and key for mutual TLS.
+    pub cert_file: String,
+    pub key_file: String,
+    /// Environment variable holding the key's password, if any.
+    pub key_password_env: String,
+}
+
+/// `[service]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Where `/metrics`, `/health` and `/ready` are served.
+    pub listen: String,
+    /// With no input at all for this long, the watermark advances with wall-clock time, so
+    /// silence is still detected when every source goes quiet.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A partition with no record for this long stops holding the watermark back.
+    #[serde(with = "humantime_serde")]
+    pub partition_idle_timeout: Duration,
+    /// Messages (alerts, dead letters) awaiting broker acknowledgement before consumption pauses.
+    pub max_in_flight: usize,
+    /// How often stored offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// On revocation and shutdown, how long to wait for in-flight acknowledgements.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// `/ready` is true once partitions are assigned and the consumer lag is at most this.
+    pub ready_max_lag: i64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: "0.0.0.0:9464".into(),
+            idle_timeout: Duration::from_secs(30),
+            partition_idle_timeout: Duration::from_secs(60),
+            max_in_flight: 10_000,
+            commit_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
+            ready_max_lag: 10_000,
+        }
+    }
+}
+
+/// A resolved SASL password; never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl KafkaConfig {
+    /// Checks the section; the error names the key.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: &str| Err((format!("kafka.{k}"), m.to_owned()));
+        if self.brokers.trim().is_empty() {
+            return err("brokers", "must not be empty");
+        }
+        if self.group_id.trim().is_empty() {
+            return err("group_id", "must not be empty");
+        }
+        if self.input_topics.is_empty() || self.input_topics.iter().any(|t| t.trim().is_empty()) {
+            return err("input_topics", "must list at least one non-empty topic");
+        }
+        if self.alerts_topic.trim().is_empty() {
+            return err("alerts_topic", "must not be empty");
+        }
+        if self.dead_letter_topic.trim().is_empty() {
+            return err("dead_letter_topic", "must not be empty");
+        }
+        if self.security_protocol.uses_sasl() {
+            if !matches!(
+                self.sasl.mechanism.as_str(),
+                "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"
+            ) {
+                return err(
+                    "sasl.mechanism",
+                    "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                );
+            }
+            if self.sasl.username.is_empty() {
+                return err("sasl.username", "is required with SASL");
+            }
+            if self.sasl.password_env.is_empty() == self.sasl.password_file.is_empty() {
+                return err(
+                    "sasl.password_env",
+                    "set exactly one of password_env and password_file",
+                );
+            }
+        }
+        for (k, _) in self.consumer.iter().chain(&self.producer) {
+            if k.contains("password") || k == "sasl.jaas.config" {
+                return err("consumer", "put secrets in [kafka.sasl] (password_env / password_file), not in pass-through properties");
+            }
+        }
+        Ok(())
+    }
+
+    /// The SASL password from its environment variable or file.
+    pub fn sasl_password(&self) -> Result<Option<Secret>, String> {
+        if !self.security_protocol.uses_sasl() {
+            return Ok(None);
+        }
+        if !self.sasl.password_env.is_empty() {
+            return std::env::var(&self.sasl.password_env)
+                .map(|p| Some(Secret(p)))
+                .map_err(|_| {
+                    format!(
+                        "kafka.sasl.password_env: environment variable {} is not set",
+                        self.sasl.password_env
+                    )
+                });
+        }
+        let path = PathBuf::from(&self.sasl.password_file);
+        std::fs::read_to_string(&path)
+            .map(|p| Some(Secret(p.trim_end_matches(['\n', '\r']).to_owned())))
+            .map_err(|e| {
+                format!(
+                    "kafka.sasl.password_file: cannot read {}: {e}",
+                    path.display()
+                )
+            })
+    }
+
+    /// librdkafka properties shared by consumer and producer (security), secrets resolved.
+    pub fn common_properties(&self) -> Result<Vec<(String, String)>, String> {
+        let mut p = vec![
+            ("bootstrap.servers".to_owned(), self.brokers.clone()),
+            ("client.id".to_owned(), self.client_id.clone()),
+            (
+                "security.protocol".to_owned(),
+                self.security_protocol.as_librdkafka().to_owned(),
+            ),
+        ];
+        if self.security_protocol.uses_sasl() {
+            p.push(("sasl.mechanism".into(), self.sasl.mechanism.clone()));
+            p.push(("sasl.username".into(), self.sasl.username.clone()));
+            if let Some(secret) = self.sasl_password()? {
+                p.push(("sasl.password".into(), secret.expose().to_owned()));
+            }
+        }
+        if !self.tls.ca_file.is_empty() {
+            p.push(("ssl.ca.location".into(), self.tls.ca_file.clone()));
+        }
+        if !self.tls.cert_file.is_empty() {
+            p.push((
+                "ssl.certificate.location".into(),
+                self.tls.cert_file.clone(),
+            ));
+        }
+        if !self.tls.key_file.is_empty() {
+            p.push(("ssl.key.location".into(), self.tls.key_file.clone()));
+        }
+        if !self.tls.key_password_env.is_empty() {
+            let pw = std::env::var(&self.tls.key_password_env).map_err(|_| {
+                format!(
+                    "kafka.tls.key_password_env: {} is not set",
+                    self.tls.key_password_env
+                )
+            })?;
+            p.push(("ssl.key.password".into(), pw));
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,199 @@
+//! Offset tracking for at-least-once: which input offset may be stored (and so committed).
+//!
+//! A record is *done* when it is processed and every message it caused (alerts, dead letters)
+//! is acknowledged by the broker. The offset to store for a partition is the first offset that is
+//! not done; everything before it is safe to skip after a restart. Records that caused nothing
+//! are done as soon as they are processed. Offsets are "next to consume" (last done + 1), the
+//! form `store_offsets` and `commit` take.
+//!
+//! Pure data structure, no Kafka: the service calls [`OffsetTracker::processed`] after the engine
+//! ran a record, [`OffsetTracker::acked`] from delivery callbacks, and stores what
+//! [`OffsetTracker::take_ready`] returns.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// A topic partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// Offsets with acknowledgements still outstanding → how many.
+    pending: BTreeMap<i64, u32>,
+    /// The largest offset processed.
+    max_processed: Option<i64>,
+    /// The last next-offset handed out by `take_ready`.
+    stored: Option<i64>,
+}
+
+impl PartitionState {
+    fn next_offset(&self) -> Option<i64> {
+        match self.pending.keys().next() {
+            Some(&first_pending) => Some(first_pending),
+            None => self.max_processed.map(|m| m + 1),
+        }
+    }
+}
+
+/// Per-partition pending acknowledgements.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<TopicPartition, PartitionState>,
+    in_flight: usize,
+}
+
+impl OffsetTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The record at `offset` was processed and caused `messages` messages whose acknowledgements
+    /// are awaited.
+    pub fn processed(&mut self, tp: &TopicPartition, offset: i64, messages: u32) {
+        let state = match self.partitions.get_mut(tp) {
+            Some(s) => s,
+            None => self.partitions.entry(tp.clone()).or_default(),
+        };
+        state.max_processed = Some(state.max_processed.map_or(offset, |m| m.max(offset)));
+        if messages > 0 {
+            *state.pending.entry(offset).or_insert(0) += messages;
+            self.in_flight += messages as usize;
+        }
+    }
+
+    /// One message caused by the record at `offset` was acknowledged (or failed for good and was
+    /// handled: the caller decides). Unknown offsets (a revoked partition) are ignored.
+    pub fn acked(&mut self, tp: &TopicPartition, offset: i64) {
+        let Some(state) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        if let Some(n) = state.pending.get_mut(&offset) {
+            *n -= 1;
+            self.in_flight = self.in_flight.saturating_sub(1);
+            if *n == 0 {
+                state.pending.remove(&offset);
+            }
+        }
+    }
+
+    /// Partitions whose storable next-offset moved since the last call, with that offset.
+    pub fn take_ready(&mut self) -> Vec<(TopicPartition, i64)> {
+        let mut out = Vec::new();
+        for (tp, state) in &mut self.partitions {
+            if let Some(next) = state.next_offset() {
+                if state.stored.is_none_or(|s| next > s) {
+                    state.stored = Some(next);
+                    out.push((tp.clone(), next));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The storable next-offset of one partition, if any record of it was processed.
+    pub fn next_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partitions
+            .get(tp)
+            .and_then(PartitionState::next_offset)
+    }
+
+    /// Whether `tp` still waits for acknowledgements.
+    pub fn has_pending(&self, tp: &TopicPartition) -> bool {
+        self.partitions
+            .get(tp)
+            .is_some_and(|s| !s.pending.is_empty())
+    }
+
+    /// Forgets a partition (revoked or lost).
+    pub fn remove(&mut self, tp: &TopicPartition) {
+        if let Some(state) = self.partitions.remove(tp) {
+            let n: u32 = state.pending.values().sum();
+            self.in_flight = self.in_flight.saturating_sub(n as usize);
+        }
+    }
+
+    /// Messages awaiting acknowledgement, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition {
+            topic: "in".into(),
+            partition: p,
+        }
+    }
+
+    #[test]
+    fn stores_only_past_fully_acknowledged_prefixes() {
+        let mut t = OffsetTracker::new();
+        t.processed(&tp(0), 10, 0);
+        assert_eq!(t.take_ready(), vec![(tp(0), 11)]);
+        t.processed(&tp(0), 11, 2); // two alerts
+        t.processed(&tp(0), 12, 0);
+        t.processed(&tp(0), 13, 1);
+        assert_eq!(t.take_ready(), vec![], "11 is not done");
+        t.acked(&tp(0), 11);
+        t.acked(&tp(0), 13);
+        assert_eq!(t.take_ready(), vec![], "11 still waits for one ack");
+        t.acked(&tp(0), 11);
+        assert_eq!(t.take_ready(), vec![(tp(0), 14)]);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn partitions_are_independent_and_removal_forgets() {
+        let mut t = OffsetTracker::new();
+        t.processed(&tp(0), 5, 1);
+        t.processed(&tp(1), 7, 0);
+        // Partition 0 may only resume at 5 (its record still waits); partition 1 is past 7.
+        assert_eq!(t.take_ready(), vec![(tp(0), 5), (tp(1), 8)]);
+        assert!(t.has_pending(&tp(0)));
+        t.remove(&tp(0));
+        assert_eq!(t.in_flight(), 0);
+        t.acked(&tp(0), 5); // a late ack for a revoked partition: ignored
+        assert_eq!(t.take_ready(), vec![]);
+    }
+
+    proptest! {
+        /// Whatever order acks arrive in, the stored offset never passes a record that still
+        /// waits for an ack, and ends one past the last record once all are acked.
+        #[test]
+        fn never_stores_past_an_unacked_record(
+            messages in proptest::collection::vec(0u32..3, 1..40),
+            order in proptest::collection::vec(any::<prop::sample::Index>(), 0..120),
+        ) {
+            let mut t = OffsetTracker::new();
+            let mut outstanding: Vec<i64> = Vec::new();
+            for (offset, &m) in messages.iter().enumerate() {
+                t.processed(&tp(0), offset as i64, m);
+                for _ in 0..m { outstanding.push(offset as i64); }
+            }
+            let mut stored = None;
+            for idx in order {
+                if outstanding.is_empty() { break; }
+                let i = idx.index(outstanding.len());
+                let off = outstanding.swap_remove(i);
+                t.acked(&tp(0), off);
+                for (_, next) in t.take_ready() { stored = Some(next); }
+                if let (Some(s), Some(min)) = (stored, outstanding.iter().min()) {
+                    prop_assert!(s <= *min, "stored {s} past unacked {min}");
+                }
+            }
+            for off in outstanding.drain(..) { t.acked(&tp(0), off); }
+            for (_, next) in t.take_ready() { stored = Some(next); }
+            prop_assert_eq!(stored, Some(messages.len() as i64));
+            prop_assert_eq!(t.in_flight(), 0);
+        }
+    }
+}

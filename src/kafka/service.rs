@@ -1,0 +1,634 @@
+//! The live service: consume audit records from Kafka, run the engine, produce alerts.
+//!
+//! One OS thread owns a `BaseConsumer`, a `BaseProducer` and the engine, and polls both in a loop
+//! (the rust-rdkafka traps this avoids: rebalance callbacks run inside `poll`, and blocking in
+//! them on a tokio worker stalls the runtime; split partition queues can miss wake-ups). Per
+//! record: decode → engine → each alert produced to the alerts topic (key = alert id) or, for an
+//! undecodable record, the record itself to the dead-letter topic with headers saying why and
+//! from where.
+//!
+//! At-least-once, commit after the effect: automatic offset *storing* is off; the
+//! [`OffsetTracker`] knows, per partition, the first record whose messages are not all
+//! acknowledged (idempotent producer, `acks=all`), and only offsets before it are stored; the
+//! auto-committer commits what is stored every `service.commit_interval`. A failed delivery is
+//! sent again, never dropped. When more than `service.max_in_flight` messages await an
+//! acknowledgement, consumption pauses (backpressure, not an error) until half have drained.
+//!
+//! Rebalance: on revocation, inside the callback, the producer is flushed (bounded by
+//! `service.drain_timeout`), the revoked partitions' safe offsets are stored and committed
+//! synchronously, and their tracking is dropped. State policy on assignment: *warm-up* — window
+//! state is per principal, not per partition, so the engine keeps what it has; keys first seen on
+//! a newly assigned partition start empty and baselines learn again (durable per-partition state
+//! is a later step). Alerts that the previous owner already raised for the same window carry the
+//! same deterministic id, so the SIEM can drop them.
+//!
+//! Time: each partition has its own event-time clock (newest event time seen); the engine's
+//! watermark is the minimum over partitions that had a record within
+//! `service.partition_idle_timeout`, minus the allowed lateness. When no input arrives at all for
+//! `service.idle_timeout`, the watermark advances with wall-clock time, so silence is still
+//! detected when every source goes quiet.
+
+use super::offsets::{OffsetTracker, TopicPartition};
+use crate::alert::Alert;
+use crate::config::{ms, Config};
+use crate::engine::Engine;
+use crate::telemetry::Metrics;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid config: `{0}`: {1}")]
+    Config(String, String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("engine: {0}")]
+    Engine(#[from] crate::config::ConfigError),
+}
+
+/// What a produced message is acknowledging.
+struct Ack {
+    /// The input record it came from (`None`: raised by an idle watermark advance).
+    source: Option<(Arc<TopicPartition>, i64)>,
+    consumed: Instant,
+    event_time: Option<i64>,
+}
+
+/// State shared by the processing loop, the delivery callback and the rebalance callback (all on
+/// the processing thread, so the locks are never contended).
+struct Shared {
+    tracker: Mutex<OffsetTracker>,
+    retries: Mutex<Vec<(OwnedMessage, Box<Ack>)>>,
+    /// Assigned partitions and when they were assigned (an unseen partition holds the
+    /// watermark back until it sends a record or `partition_idle_timeout` passes).
+    assigned: Mutex<Vec<(TopicPartition, Instant)>>,
+    stats_seen: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct ProducerCtx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for ProducerCtx {}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = Box<Ack>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
+        let m = &self.shared.metrics;
+        match result {
+            Ok(msg) => {
+                if let Some((tp, offset)) = &ack.source {
+                    lock(&self.shared.tracker).acked(tp, *offset);
+                }
+                Metrics::add(&m.messages_out, msg.topic(), 1);
+                let ingest_us = ack.consumed.elapsed().as_micros() as u64;
+                let event_us = ack.event_time.map(|t| (now_ms() - t).max(0) as u64 * 1000);
+                m.record_latency(ingest_us, event_us);
+            }
+            Err((e, msg)) => {
+                m.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = msg.topic(), error = %e, "delivery failed; sending again");
+                lock(&self.shared.retries).push((msg.detach(), ack));
+            }
+        }
+    }
+}
+
+struct ConsumerCtx {
+    shared: Arc<Shared>,
+    producer: Arc<BaseProducer<ProducerCtx>>,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, stats: Statistics) {
+        let m = &self.shared.metrics;
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    m.set_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+        self.shared.stats_seen.store(true, Ordering::Relaxed);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(%error, reason, "librdkafka error");
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        self.shared
+            .metrics
+            .rebalances
+            .fetch_add(1, Ordering::Relaxed);
+        // Finish what is in flight for the revoked partitions: their alerts are acknowledged
+        // (or time out), then their safe offsets are stored and committed before we return.
+        if let Err(e) = self.producer.flush(self.drain_timeout) {
+            tracing::warn!(error = %e, "drain on revocation timed out; uncommitted records will be re-read by the next owner");
+        }
+        let mut store = TopicPartitionList::new();
+        {
+            let mut tracker = lock(&self.shared.tracker);
+            let mut assigned = lock(&self.shared.assigned);
+            for elem in revoked.elements() {
+                let tp = TopicPartition {
+                    topic: elem.topic().to_owned(),
+                    partition: elem.partition(),
+                };
+                if let Some(next) = tracker.next_offset(&tp) {
+                    let _ =
+                        store.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next));
+                }
+                tracker.remove(&tp);
+                assigned.retain(|(a, _)| *a != tp);
+            }
+        }
+        if store.count() > 0 {
+            if let Err(e) = consumer.store_offsets(&store) {
+                tracing::debug!(error = %e, "storing offsets of revoked partitions");
+            }
+            if let Err(e) = consumer.commit(&store, CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit on revocation failed");
+            }
+        }
+        self.shared.metrics.clear_lag();
+        tracing::info!(partitions = revoked.count(), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            self.shared
+                .metrics
+                .rebalances
+                .fetch_add(1, Ordering::Relaxed);
+            let mut list = lock(&self.shared.assigned);
+            for elem in assigned.elements() {
+                let tp = TopicPartition {
+                    topic: elem.topic().to_owned(),
+                    partition: elem.partition(),
+                };
+                if !list.iter().any(|(a, _)| *a == tp) {
+                    list.push((tp, Instant::now()));
+                }
+            }
+            tracing::info!(partitions = assigned.count(), "partitions assigned");
+        }
+    }
+}
+
+/// A partition's event-time clock.
+struct PartitionClock {
+    max_event_time: i64,
+    last_record: Instant,
+}
+
+/// The running service: the consumer, and everything a record touches.
+pub struct Service {
+    consumer: BaseConsumer<ConsumerCtx>,
+    paused: bool,
+    p: Processor,
+}
+
+/// Record processing (separate from the consumer, whose messages borrow it).
+struct Processor {
+    config: Config,
+    engine: Engine,
+    producer: Arc<BaseProducer<ProducerCtx>>,
+    shared: Arc<Shared>,
+    clocks: HashMap<Arc<TopicPartition>, PartitionClock>,
+    last_input: Instant,
+    last_idle_advance: Instant,
+    alerts: Vec<Alert>,
+    json: Vec<u8>,
+}
+
+impl Service {
+    /// Connects (lazily: librdkafka connects in the background) and subscribes.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
+        config.validate()?;
+        let k = &config.kafka;
+        k.validate()
+            .map_err(|(key, msg)| ServiceError::Config(key, msg))?;
+        let common = k
+            .common_properties()
+            .map_err(|m| ServiceError::Config("kafka.sasl".into(), m))?;
+        let shared = Arc::new(Shared {
+            tracker: Mutex::new(OffsetTracker::new()),
+            retries: Mutex::new(Vec::new()),
+            assigned: Mutex::new(Vec::new()),
+            stats_seen: AtomicBool::new(false),
+            metrics,
+        });
+
+        let mut pc = ClientConfig::new();
+        for (key, v) in &common {
+            pc.set(key, v);
+        }
+        pc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (key, v) in &k.producer {
+            pc.set(key, v);
+        }
+        let producer: BaseProducer<ProducerCtx> = pc.create_with_context(ProducerCtx {
+            shared: shared.clone(),
+        })?;
+        let producer = Arc::new(producer);
+
+        let mut cc = ClientConfig::new();
+        for (key, v) in &common {
+            cc.set(key, v);
+        }
+        cc.set("group.id", &k.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.commit.interval.ms",
+                ms(config.service.commit_interval).max(1).to_string(),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        for (key, v) in &k.consumer {
+            cc.set(key, v);
+        }
+        let consumer: BaseConsumer<ConsumerCtx> = cc.create_with_context(ConsumerCtx {
+            shared: shared.clone(),
+            producer: producer.clone(),
+            drain_timeout: config.service.drain_timeout,
+        })?;
+        let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let engine = Engine::new(&config)?.with_external_watermark();
+        Ok(Service {
+            consumer,
+            paused: false,
+            p: Processor {
+                engine,
+                producer,
+                shared,
+                clocks: HashMap::new(),
+                last_input: Instant::now(),
+                last_idle_advance: Instant::now(),
+                alerts: Vec::new(),
+                json: Vec::new(),
+                config,
+            },
+        })
+    }
+
+    /// Runs until `shutdown` is set, then drains and commits.
+    pub fn run(mut self, shutdown: &AtomicBool) -> Result<(), ServiceError> {
+        let mut last_metrics = Instant::now();
+        while !shutdown.load(Ordering::Relaxed) {
+            self.p.producer.poll(Duration::ZERO);
+            self.p.resend_failed();
+            self.apply_backpressure();
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) => self.p.handle(&msg),
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => self.p.idle(),
+            }
+            self.store_ready();
+            if last_metrics.elapsed() >= Duration::from_millis(500) {
+                self.publish_metrics();
+                last_metrics = Instant::now();
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn apply_backpressure(&mut self) {
+        let in_flight = lock(&self.p.shared.tracker).in_flight();
+        let max = self.p.config.service.max_in_flight;
+        let m = &self.p.shared.metrics;
+        m.in_flight.store(in_flight as u64, Ordering::Relaxed);
+        if !self.paused && in_flight >= max {
+            if let Ok(assignment) = self.consumer.assignment() {
+                if self.consumer.pause(&assignment).is_ok() {
+                    self.paused = true;
+                    m.backpressure_pauses.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(in_flight, "backpressure: consumption paused");
+                }
+            }
+        } else if self.paused && in_flight <= max / 2 {
+            if let Ok(assignment) = self.consumer.assignment() {
+                if self.consumer.resume(&assignment).is_ok() {
+                    self.paused = false;
+                    tracing::info!(in_flight, "backpressure: consumption resumed");
+                }
+            }
+        }
+    }
+
+    fn store_ready(&self) {
+        let ready = lock(&self.p.shared.tracker).take_ready();
+        if ready.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, next) in &ready {
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // `__STATE` after a revocation: the partition is no longer ours.
+            tracing::debug!(error = %e, "store_offsets");
+        }
+    }
+
+    fn publish_metrics(&self) {
+        let m = &self.p.shared.metrics;
+        let s = self.p.engine.stats();
+        m.events.store(s.events, Ordering::Relaxed);
+        m.late_events.store(s.late_events, Ordering::Relaxed);
+        m.suppressed
+            .store(self.p.engine.suppressed_total(), Ordering::Relaxed);
+        m.watermark_ms
+            .store(self.p.engine.watermark(), Ordering::Relaxed);
+        for (detector, st) in self.p.engine.detector_stats() {
+            Metrics::set_gauge(&m.keys, detector, st.keys as u64);
+            Metrics::set_gauge(&m.evicted, detector, st.evicted);
+        }
+        let assigned = !lock(&self.p.shared.assigned).is_empty();
+        let caught_up = self.p.shared.stats_seen.load(Ordering::Relaxed)
+            && m.total_lag() <= self.p.config.service.ready_max_lag;
+        m.ready.store(assigned && caught_up, Ordering::Relaxed);
+    }
+
+    /// Stop consuming, flush alerts, store and commit, leave the group.
+    fn shutdown(mut self) {
+        tracing::info!("shutting down: draining in-flight messages");
+        self.p.shared.metrics.ready.store(false, Ordering::Relaxed);
+        let deadline = Instant::now() + self.p.config.service.drain_timeout;
+        loop {
+            self.p.resend_failed();
+            let _ = self.p.producer.flush(Duration::from_millis(200));
+            let pending =
+                lock(&self.p.shared.tracker).in_flight() + lock(&self.p.shared.retries).len();
+            if pending == 0 || Instant::now() >= deadline {
+                if pending > 0 {
+                    tracing::warn!(pending, "drain timed out; those records will be read again");
+                }
+                break;
+            }
+        }
+        self.store_ready();
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final commit");
+        }
+        self.publish_metrics();
+        self.consumer.unsubscribe();
+        self.p.clocks.clear();
+        tracing::info!("stopped");
+    }
+}
+
+impl Processor {
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) {
+        let tp = Arc::new(TopicPartition {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+        });
+        let offset = msg.offset();
+        let consumed = Instant::now();
+        self.last_input = consumed;
+        let m = self.shared.metrics.clone();
+        Metrics::add(&m.records_in, msg.topic(), 1);
+        let payload = msg.payload().unwrap_or(&[]);
+        self.alerts.clear();
+        let mut produced = 0u32;
+        match self.engine.process_record(payload, &mut self.alerts) {
+            Ok(_) => {
+                let event_time = self.engine.last_record_time();
+                if let Some(t) = event_time {
+                    self.tick_partition(&tp, t);
+                }
+                let alerts = std::mem::take(&mut self.alerts);
+                for alert in &alerts {
+                    self.produce_alert(alert, Some((tp.clone(), offset)), consumed, event_time);
+                    produced += 1;
+                }
+                self.alerts = alerts;
+            }
+            Err(e) => {
+                let reason = e.reason();
+                Metrics::add(&m.decode_errors, &reason, 1);
+                m.dead_letters.fetch_add(1, Ordering::Relaxed);
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "cloudwarden.reason",
+                        value: Some(reason.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "cloudwarden.error",
+                        value: Some(e.to_string().as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "cloudwarden.source.topic",
+                        value: Some(msg.topic().as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "cloudwarden.source.partition",
+                        value: Some(msg.partition().to_string().as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "cloudwarden.source.offset",
+                        value: Some(offset.to_string().as_bytes()),
+                    });
+                let headers = copy_headers(msg, headers);
+                let topic = self.config.kafka.dead_letter_topic.clone();
+                let ack = Box::new(Ack {
+                    source: Some((tp.clone(), offset)),
+                    consumed,
+                    event_time: None,
+                });
+                let mut record = BaseRecord::with_opaque_to(&topic, ack)
+                    .payload(payload)
+                    .headers(headers);
+                if let Some(key) = msg.key() {
+                    record = record.key(key);
+                }
+                self.send(record);
+                produced += 1;
+            }
+        }
+        lock(&self.shared.tracker).processed(&tp, offset, produced);
+    }
+
+    /// Moves a partition's clock and the engine's watermark (the minimum over active partitions).
+    fn tick_partition(&mut self, tp: &Arc<TopicPartition>, t: i64) {
+        let now = Instant::now();
+        let clock = self.clocks.entry(tp.clone()).or_insert(PartitionClock {
+            max_event_time: t,
+            last_record: now,
+        });
+        clock.max_event_time = clock.max_event_time.max(t);
+        clock.last_record = now;
+        let idle_after = self.config.service.partition_idle_timeout;
+        let assigned = lock(&self.shared.assigned);
+        // Partitions assigned but not heard from yet count as "at the beginning of time" until
+        // they are idle: otherwise a partition read first would make every other one late.
+        let combined = assigned
+            .iter()
+            .map(|(atp, at)| match self.clocks.get(atp) {
+                Some(c) => (c.max_event_time, c.last_record),
+                None => (i64::MIN, *at),
+            })
+            .chain(std::iter::once((clock_time(&self.clocks, tp), now)))
+            .filter(|(_, last)| now.duration_since(*last) < idle_after)
+            .map(|(t, _)| t)
+            .min();
+        drop(assigned);
+        if let Some(min) = combined.filter(|m| *m > i64::MIN) {
+            let wm = min.saturating_sub(self.engine.allowed_lateness_ms());
+            if wm > self.engine.watermark() {
+                self.advance(wm);
+            }
+        }
+    }
+
+    /// No record this poll: if the input has been idle long enough, event time moves with the
+    /// wall clock.
+    fn idle(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_input) < self.config.service.idle_timeout {
+            self.last_idle_advance = now;
+            return;
+        }
+        let step = now.duration_since(self.last_idle_advance).as_millis() as i64;
+        if step >= 1000 && self.engine.watermark() > i64::MIN {
+            self.last_idle_advance = now;
+            let wm = self.engine.watermark().saturating_add(step);
+            self.advance(wm);
+        }
+    }
+
+    fn advance(&mut self, wm: i64) {
+        let mut raised = Vec::new();
+        self.engine.advance_watermark(wm, &mut raised);
+        for alert in &raised {
+            self.produce_alert(alert, None, Instant::now(), None);
+        }
+    }
+
+    fn produce_alert(
+        &mut self,
+        alert: &Alert,
+        source: Option<(Arc<TopicPartition>, i64)>,
+        consumed: Instant,
+        event_time: Option<i64>,
+    ) {
+        self.shared
+            .metrics
+            .alert(&alert.detector, alert.severity.as_str());
+        self.json.clear();
+        if serde_json::to_writer(&mut self.json, alert).is_err() {
+            tracing::error!(id = %alert.id, "alert did not serialize");
+            return;
+        }
+        let json = std::mem::take(&mut self.json);
+        let topic = self.config.kafka.alerts_topic.clone();
+        let ack = Box::new(Ack {
+            source,
+            consumed,
+            event_time,
+        });
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "cloudwarden.detector",
+            value: Some(alert.detector.as_bytes()),
+        });
+        let record = BaseRecord::with_opaque_to(&topic, ack)
+            .key(alert.id.as_bytes())
+            .payload(json.as_slice())
+            .headers(headers);
+        self.send(record);
+        self.json = json;
+    }
+
+    /// Sends, waiting while the producer queue is full (backpressure, not an error).
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8], Box<Ack>>) {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    self.producer.poll(Duration::from_millis(50));
+                    record = back;
+                }
+                Err((e, back)) => {
+                    tracing::error!(error = %e, topic = back.topic, "produce failed; retrying");
+                    self.shared
+                        .metrics
+                        .delivery_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                    self.producer.poll(Duration::ZERO);
+                    record = back;
+                }
+            }
+        }
+    }
+
+    fn resend_failed(&self) {
+        let failed = std::mem::take(&mut *lock(&self.shared.retries));
+        for (msg, ack) in failed {
+            let mut record = BaseRecord::with_opaque_to(msg.topic(), ack);
+            if let Some(p) = msg.payload() {
+                record = record.payload(p);
+            }
+            if let Some(k) = msg.key() {
+                record = record.key(k);
+            }
+            if let Some(h) = msg.headers() {
+                record = record.headers(h.clone());
+            }
+            self.send(record);
+        }
+    }
+}
+
+fn clock_time(clocks: &HashMap<Arc<TopicPartition>, PartitionClock>, tp: &TopicPartition) -> i64 {
+    clocks.get(tp).map_or(i64::MIN, |c| c.max_event_time)
+}
+
+/// Keeps the original record's headers on a dead letter (after ours).
+fn copy_headers(msg: &BorrowedMessage<'_>, mut headers: OwnedHeaders) -> OwnedHeaders {
+    if let Some(h) = msg.headers() {
+        for header in h.iter() {
+            headers = headers.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+    }
+    headers
+}
