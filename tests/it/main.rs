@@ -4,6 +4,8 @@ mod alert_schema;
 mod catalog_coverage;
 mod golden;
 mod invictus;
+#[cfg(feature = "kafka")]
+mod kafka_mock;
 mod malformed;
 mod replay;
 mod schema;

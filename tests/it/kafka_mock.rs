@@ -1,0 +1,391 @@
+//! The service against librdkafka's mock cluster (a Kafka-protocol broker in process, over TCP):
+//! control flow and fault injection. Throughput is never measured here (the mock returns one
+//! record batch per partition per fetch), and session timeouts are shortened because the mock
+//! waits `session.timeout − 1 s` per rebalance round.
+
+use crate::util::fixture;
+use cloudwarden::alert::Alert;
+use cloudwarden::config::Config;
+use cloudwarden::kafka::service::Service;
+use cloudwarden::telemetry::Metrics;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const INPUT: &str = "audit";
+const ALERTS: &str = "alerts";
+const DLQ: &str = "dead-letters";
+
+fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let c = MockCluster::new(1).expect("mock cluster");
+    c.create_topic(INPUT, partitions, 1).unwrap();
+    c.create_topic(ALERTS, 1, 1).unwrap();
+    c.create_topic(DLQ, 1, 1).unwrap();
+    c
+}
+
+fn config(brokers: &str, group: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_owned();
+    c.kafka.group_id = group.to_owned();
+    c.kafka.input_topics = vec![INPUT.into()];
+    c.kafka.alerts_topic = ALERTS.into();
+    c.kafka.dead_letter_topic = DLQ.into();
+    c.service.commit_interval = Duration::from_millis(200);
+    c.service.drain_timeout = Duration::from_secs(10);
+    c.kafka
+        .consumer
+        .insert("session.timeout.ms".into(), "6000".into());
+    c.kafka
+        .consumer
+        .insert("heartbeat.interval.ms".into(), "500".into());
+    c.kafka
+        .producer
+        .insert("message.timeout.ms".into(), "20000".into());
+    c
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    handle: JoinHandle<()>,
+}
+
+impl Running {
+    fn start(config: Config) -> Running {
+        let metrics = Arc::new(Metrics::default());
+        let service = Service::new(config, metrics.clone()).expect("service starts");
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || service.run(&s).expect("service runs"));
+        Running {
+            stop,
+            metrics,
+            handle,
+        }
+    }
+
+    fn consumed(&self) -> u64 {
+        self.metrics.records_in.lock().unwrap().values().sum()
+    }
+
+    fn stop(self) -> Arc<Metrics> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("service thread");
+        self.metrics
+    }
+}
+
+fn produce(brokers: &str, records: &[Vec<u8>]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (i, r) in records.iter().enumerate() {
+        let key = i.to_string();
+        p.send(
+            BaseRecord::to(INPUT)
+                .payload(r.as_slice())
+                .key(key.as_bytes()),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+fn stratus(name: &str) -> Vec<Vec<u8>> {
+    std::fs::read_to_string(fixture(&format!("stratus/{name}.ndjson")))
+        .unwrap()
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect()
+}
+
+/// Everything in `topic`, read by a fresh consumer until `want` messages or `timeout`.
+fn read_all(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    drop(tpl);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+        }
+    }
+    // A little longer, to see anything beyond `want` (duplicates, strays).
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+/// Committed next-offsets of `group` for the input partitions.
+fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(INPUT, p);
+    }
+    let result = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    let out = result
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+        .collect();
+    // Drop the list before the consumer (a live list makes the consumer's drop hang).
+    drop(result);
+    out
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+fn alerts_of(messages: &[rdkafka::message::OwnedMessage]) -> Vec<Alert> {
+    messages
+        .iter()
+        .map(|m| serde_json::from_slice::<Alert>(m.payload().unwrap()).expect("alert.v1 JSON"))
+        .collect()
+}
+
+#[test]
+fn alerts_dead_letters_and_commits_after_acknowledgement() {
+    let c = cluster(2);
+    let brokers = c.bootstrap_servers();
+    let mut records = stratus("aws.defense-evasion.cloudtrail-stop");
+    records.push(b"{\"truncated\":".to_vec());
+    records.push(b"{\"not\":\"an audit record\"}".to_vec());
+    let n = records.len();
+    produce(&brokers, &records);
+    let run = Running::start(config(&brokers, "g1"));
+    assert!(
+        wait_until(Duration::from_secs(30), || run.consumed() as usize >= n),
+        "consumed all"
+    );
+    let metrics = run.stop();
+
+    let alerts = read_all(&brokers, ALERTS, 1, Duration::from_secs(10));
+    let parsed = alerts_of(&alerts);
+    let stop = parsed
+        .iter()
+        .find(|a| a.detector == "log_disable")
+        .expect("a log_disable alert");
+    let msg = &alerts[parsed.iter().position(|a| a.id == stop.id).unwrap()];
+    assert_eq!(
+        msg.key(),
+        Some(stop.id.as_bytes()),
+        "the alerts topic is keyed by the alert id"
+    );
+
+    let dead = read_all(&brokers, DLQ, 2, Duration::from_secs(10));
+    assert_eq!(dead.len(), 2, "each undecodable record once");
+    let header = |m: &rdkafka::message::OwnedMessage, k: &str| {
+        m.headers()
+            .and_then(|h| h.iter().find(|h| h.key == k).and_then(|h| h.value))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|m| header(m, "cloudwarden.reason"))
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["not_json", "unknown_shape"]);
+    for m in &dead {
+        assert_eq!(
+            header(m, "cloudwarden.source.topic").as_deref(),
+            Some(INPUT)
+        );
+        assert!(header(m, "cloudwarden.source.offset").is_some());
+        assert!(
+            records.iter().any(|r| Some(r.as_slice()) == m.payload()),
+            "dead letter is the record unchanged"
+        );
+    }
+    assert_eq!(metrics.dead_letters.load(Ordering::Relaxed), 2);
+
+    // Everything was acknowledged, so the group's committed offsets are at the end of the input
+    // (a partition that received nothing has no committed offset).
+    let committed = committed(&brokers, "g1", 2);
+    assert_eq!(
+        committed.values().filter(|o| **o >= 0).sum::<i64>(),
+        n as i64,
+        "{committed:?}"
+    );
+}
+
+#[test]
+fn produce_errors_and_a_broker_outage_lose_no_alert() {
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    let records = stratus("aws.defense-evasion.cloudtrail-stop");
+    let mut cfg = config(&brokers, "g2");
+    cfg.kafka
+        .producer
+        .insert("retry.backoff.ms".into(), "50".into());
+    let run = Running::start(cfg);
+    // Retriable errors on the first produce requests: the idempotent producer retries them.
+    c.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+        ],
+    );
+    produce(&brokers, &records);
+    assert!(wait_until(Duration::from_secs(30), || run.consumed()
+        as usize
+        >= records.len()));
+    // Then the broker goes away for a while mid-run and comes back.
+    c.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.broker_up(1).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || run
+        .metrics
+        .in_flight
+        .load(Ordering::Relaxed)
+        == 0));
+    run.stop();
+    let alerts = alerts_of(&read_all(&brokers, ALERTS, 1, Duration::from_secs(10)));
+    assert!(
+        alerts.iter().any(|a| a.detector == "log_disable"),
+        "{alerts:?}"
+    );
+    assert_eq!(
+        committed(&brokers, "g2", 1).get(&0),
+        Some(&(records.len() as i64))
+    );
+}
+
+#[test]
+fn a_slow_alerts_topic_pauses_consumption_and_commits_nothing_unacknowledged() {
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    // 40 StopLogging events: 40 alerts, more than the in-flight bound.
+    let base = String::from_utf8(
+        stratus("aws.defense-evasion.cloudtrail-stop")
+            .into_iter()
+            .find(|r| String::from_utf8_lossy(r).contains("\"StopLogging\""))
+            .unwrap(),
+    )
+    .unwrap();
+    let records: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            base.replace("\"eventID\":\"", &format!("\"eventID\":\"{i:04}-"))
+                .into_bytes()
+        })
+        .collect();
+    produce(&brokers, &records);
+    let mut cfg = config(&brokers, "g3");
+    cfg.service.max_in_flight = 4;
+    cfg.alerts.suppression.burst = 1000;
+    let run = Running::start(cfg);
+    // Every acknowledgement now takes 300 ms.
+    c.broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(60), || run.consumed()
+        as usize
+        >= records.len()));
+    let paused = run.metrics.backpressure_pauses.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(60), || run
+        .metrics
+        .in_flight
+        .load(Ordering::Relaxed)
+        == 0));
+    c.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let metrics = run.stop();
+    assert!(paused > 0, "consumption paused under backpressure");
+    assert!(metrics.in_flight.load(Ordering::Relaxed) <= 4 + 1);
+    let alerts = alerts_of(&read_all(&brokers, ALERTS, 40, Duration::from_secs(20)));
+    let distinct: std::collections::BTreeSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(distinct.len(), 40, "every alert delivered");
+    assert_eq!(committed(&brokers, "g3", 1).get(&0), Some(&40));
+}
+
+#[test]
+fn two_instances_share_the_partitions_and_commit_on_revocation() {
+    let c = cluster(4);
+    let brokers = c.bootstrap_servers();
+    let first = Running::start(config(&brokers, "g4"));
+    let records = stratus("aws.defense-evasion.cloudtrail-stop");
+    produce(&brokers, &records);
+    assert!(wait_until(Duration::from_secs(30), || first.consumed()
+        as usize
+        >= records.len()));
+    // A second member joins: cooperative rebalance, some partitions revoked from the first.
+    let second = Running::start(config(&brokers, "g4"));
+    assert!(
+        wait_until(Duration::from_secs(40), || first
+            .metrics
+            .rebalances
+            .load(Ordering::Relaxed)
+            >= 2),
+        "the first instance saw a revocation"
+    );
+    // Revoked partitions were committed inside the callback: everything read so far is committed.
+    let committed_after_revoke = committed(&brokers, "g4", 4);
+    assert_eq!(
+        committed_after_revoke
+            .values()
+            .filter(|o| **o >= 0)
+            .sum::<i64>(),
+        records.len() as i64,
+        "{committed_after_revoke:?}"
+    );
+    let more = stratus("aws.defense-evasion.cloudtrail-delete");
+    produce(&brokers, &more);
+    let total = records.len() + more.len();
+    assert!(wait_until(
+        Duration::from_secs(40),
+        || (first.consumed() + second.consumed()) as usize >= total
+    ));
+    let (m1, m2) = (first.stop(), second.stop());
+    let (c1, c2): (u64, u64) = (
+        m1.records_in.lock().unwrap().values().sum(),
+        m2.records_in.lock().unwrap().values().sum(),
+    );
+    assert_eq!(
+        (c1 + c2) as usize,
+        total,
+        "no record read twice after a clean handover"
+    );
+    assert!(c2 > 0, "the second instance got partitions");
+}
