@@ -18,32 +18,67 @@ use std::borrow::Cow;
 /// `userIdentity`, the fields we keep.
 #[derive(Deserialize, Default)]
 pub struct UserIdentity<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(
+        rename = "type",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     pub arn: Option<Cow<'a, str>>,
-    #[serde(rename = "principalId", borrow, default)]
+    #[serde(
+        rename = "principalId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub principal_id: Option<Cow<'a, str>>,
-    #[serde(rename = "accountId", borrow, default)]
+    #[serde(
+        rename = "accountId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub account_id: Option<Cow<'a, str>>,
-    #[serde(rename = "invokedBy", borrow, default)]
+    #[serde(
+        rename = "invokedBy",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub invoked_by: Option<Cow<'a, str>>,
 }
 
 /// `requestParameters`, the fields detectors and predicates read.
 #[derive(Deserialize, Default)]
 struct AwsRequest<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     name: Option<Cow<'a, str>>,
-    #[serde(rename = "trailName", borrow, default)]
+    #[serde(
+        rename = "trailName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     trail_name: Option<Cow<'a, str>>,
-    #[serde(rename = "secretId", borrow, default)]
+    #[serde(
+        rename = "secretId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     secret_id: Option<Cow<'a, str>>,
-    #[serde(rename = "secretIdList", borrow, default)]
+    #[serde(
+        rename = "secretIdList",
+        borrow,
+        deserialize_with = "crate::event::opt_vec_cow",
+        default
+    )]
     secret_id_list: Option<Vec<Cow<'a, str>>>,
     #[serde(borrow, default)]
     filters: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_vec_cow", default)]
     names: Option<Vec<Cow<'a, str>>>,
     #[serde(rename = "withDecryption", default)]
     with_decryption: Option<bool>,
@@ -55,9 +90,19 @@ struct AwsRequest<'a> {
     event_selectors: Option<Vec<EventSelector>>,
     #[serde(rename = "advancedEventSelectors", borrow, default)]
     advanced_event_selectors: Option<&'a RawValue>,
-    #[serde(rename = "serviceCode", borrow, default)]
+    #[serde(
+        rename = "serviceCode",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     service_code: Option<Cow<'a, str>>,
-    #[serde(rename = "quotaCode", borrow, default)]
+    #[serde(
+        rename = "quotaCode",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     quota_code: Option<Cow<'a, str>>,
     #[serde(rename = "desiredValue", default)]
     desired_value: Option<f64>,
@@ -65,9 +110,19 @@ struct AwsRequest<'a> {
     enable: Option<bool>,
     #[serde(default)]
     activate: Option<bool>,
-    #[serde(rename = "regionName", borrow, default)]
+    #[serde(
+        rename = "regionName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     region_name: Option<Cow<'a, str>>,
-    #[serde(rename = "bucketName", borrow, default)]
+    #[serde(
+        rename = "bucketName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     bucket_name: Option<Cow<'a, str>>,
     #[serde(rename = "BucketLoggingStatus", borrow, default)]
     bucket_logging_status: Option<&'a RawValue>,
@@ -75,11 +130,26 @@ struct AwsRequest<'a> {
     lifecycle_configuration: Option<&'a RawValue>,
     #[serde(borrow, default)]
     logging: Option<&'a RawValue>,
-    #[serde(rename = "logGroupName", borrow, default)]
+    #[serde(
+        rename = "logGroupName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     log_group_name: Option<Cow<'a, str>>,
-    #[serde(rename = "detectorId", borrow, default)]
+    #[serde(
+        rename = "detectorId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     detector_id: Option<Cow<'a, str>>,
-    #[serde(rename = "functionName", borrow, default)]
+    #[serde(
+        rename = "functionName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     function_name: Option<Cow<'a, str>>,
 }
 

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 enum Localizable<'a> {
     Text(#[serde(borrow)] Cow<'a, str>),
     Value {
-        #[serde(borrow, default)]
+        #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
         value: Option<Cow<'a, str>>,
     },
 }
@@ -45,43 +45,103 @@ impl<'a> Localizable<'a> {
 /// One Activity Log or Key Vault record, in any of the three shapes.
 #[derive(Deserialize)]
 struct AzureRecord<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     time: Option<Cow<'a, str>>,
-    #[serde(rename = "eventTimestamp", borrow, default)]
+    #[serde(
+        rename = "eventTimestamp",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     event_timestamp: Option<Cow<'a, str>>,
-    #[serde(rename = "TimeGenerated", borrow, default)]
+    #[serde(
+        rename = "TimeGenerated",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     time_generated: Option<Cow<'a, str>>,
 
     #[serde(rename = "operationName", borrow, default)]
     operation_name: Option<Localizable<'a>>,
-    #[serde(rename = "OperationNameValue", borrow, default)]
+    #[serde(
+        rename = "OperationNameValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     operation_name_value: Option<Cow<'a, str>>,
-    #[serde(rename = "OperationName", borrow, default)]
+    #[serde(
+        rename = "OperationName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     operation_name_upper: Option<Cow<'a, str>>,
 
     #[serde(borrow, default)]
     category: Option<Localizable<'a>>,
-    #[serde(rename = "CategoryValue", borrow, default)]
+    #[serde(
+        rename = "CategoryValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     category_value: Option<Cow<'a, str>>,
-    #[serde(rename = "Category", borrow, default)]
+    #[serde(
+        rename = "Category",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     category_upper: Option<Cow<'a, str>>,
 
-    #[serde(rename = "resultType", borrow, default)]
+    #[serde(
+        rename = "resultType",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     result_type: Option<Cow<'a, str>>,
-    #[serde(rename = "resultSignature", borrow, default)]
+    #[serde(
+        rename = "resultSignature",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     result_signature: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     status: Option<Localizable<'a>>,
     #[serde(rename = "subStatus", borrow, default)]
     sub_status: Option<Localizable<'a>>,
-    #[serde(rename = "ActivityStatusValue", borrow, default)]
+    #[serde(
+        rename = "ActivityStatusValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     activity_status_value: Option<Cow<'a, str>>,
-    #[serde(rename = "ActivitySubstatusValue", borrow, default)]
+    #[serde(
+        rename = "ActivitySubstatusValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     activity_substatus_value: Option<Cow<'a, str>>,
 
-    #[serde(rename = "callerIpAddress", borrow, default)]
+    #[serde(
+        rename = "callerIpAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     caller_ip_address: Option<Cow<'a, str>>,
-    #[serde(rename = "CallerIpAddress", borrow, default)]
+    #[serde(
+        rename = "CallerIpAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     caller_ip_address_upper: Option<Cow<'a, str>>,
     #[serde(rename = "httpRequest", borrow, default)]
     http_request: Option<HttpRequest<'a>>,
@@ -90,31 +150,81 @@ struct AzureRecord<'a> {
     identity: Option<Identity<'a>>,
     #[serde(borrow, default)]
     claims: Option<Claims<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     caller: Option<Cow<'a, str>>,
-    #[serde(rename = "Caller", borrow, default)]
+    #[serde(
+        rename = "Caller",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     caller_upper: Option<Cow<'a, str>>,
 
-    #[serde(rename = "subscriptionId", borrow, default)]
+    #[serde(
+        rename = "subscriptionId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     subscription_id: Option<Cow<'a, str>>,
-    #[serde(rename = "SubscriptionId", borrow, default)]
+    #[serde(
+        rename = "SubscriptionId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     subscription_id_upper: Option<Cow<'a, str>>,
-    #[serde(rename = "resourceId", borrow, default)]
+    #[serde(
+        rename = "resourceId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     resource_id: Option<Cow<'a, str>>,
-    #[serde(rename = "ResourceId", borrow, default)]
+    #[serde(
+        rename = "ResourceId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     resource_id_upper: Option<Cow<'a, str>>,
-    #[serde(rename = "_ResourceId", borrow, default)]
+    #[serde(
+        rename = "_ResourceId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     resource_id_la: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     location: Option<Cow<'a, str>>,
-    #[serde(rename = "Location", borrow, default)]
+    #[serde(
+        rename = "Location",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     location_upper: Option<Cow<'a, str>>,
 
-    #[serde(rename = "eventDataId", borrow, default)]
+    #[serde(
+        rename = "eventDataId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     event_data_id: Option<Cow<'a, str>>,
-    #[serde(rename = "EventDataId", borrow, default)]
+    #[serde(
+        rename = "EventDataId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     event_data_id_upper: Option<Cow<'a, str>>,
-    #[serde(rename = "requestUri", borrow, default)]
+    #[serde(
+        rename = "requestUri",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     request_uri: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     properties: Option<&'a RawValue>,
@@ -122,7 +232,12 @@ struct AzureRecord<'a> {
 
 #[derive(Deserialize)]
 struct HttpRequest<'a> {
-    #[serde(rename = "clientIpAddress", borrow, default)]
+    #[serde(
+        rename = "clientIpAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     client_ip_address: Option<Cow<'a, str>>,
 }
 
@@ -144,7 +259,7 @@ struct Claims<'a> {
         default
     )]
     upn_uri: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     upn: Option<Cow<'a, str>>,
     #[serde(
         rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
@@ -152,7 +267,7 @@ struct Claims<'a> {
         default
     )]
     name_uri: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     appid: Option<Cow<'a, str>>,
     #[serde(
         rename = "http://schemas.microsoft.com/identity/claims/objectidentifier",
@@ -160,7 +275,7 @@ struct Claims<'a> {
         default
     )]
     oid_uri: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     oid: Option<Cow<'a, str>>,
 }
 
@@ -184,9 +299,14 @@ impl<'a> Claims<'a> {
 #[derive(Deserialize)]
 struct KeyVaultProperties<'a> {
     /// The secret, key or certificate URI the call touched.
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     id: Option<Cow<'a, str>>,
-    #[serde(rename = "requestUri", borrow, default)]
+    #[serde(
+        rename = "requestUri",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     request_uri: Option<Cow<'a, str>>,
 }
 

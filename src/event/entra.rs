@@ -25,24 +25,62 @@ use std::borrow::Cow;
 /// audit sits in `properties`, which is read into the same struct.
 #[derive(Deserialize, Default)]
 struct EntraRecord<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     time: Option<Cow<'a, str>>,
-    #[serde(rename = "TimeGenerated", borrow, default)]
+    #[serde(
+        rename = "TimeGenerated",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     time_generated: Option<Cow<'a, str>>,
-    #[serde(rename = "operationName", alias = "OperationName", borrow, default)]
+    #[serde(
+        rename = "operationName",
+        alias = "OperationName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     operation_name: Option<Cow<'a, str>>,
-    #[serde(rename = "tenantId", alias = "TenantId", borrow, default)]
+    #[serde(
+        rename = "tenantId",
+        alias = "TenantId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     tenant_id: Option<Cow<'a, str>>,
-    #[serde(rename = "AADTenantId", borrow, default)]
+    #[serde(
+        rename = "AADTenantId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     aad_tenant_id: Option<Cow<'a, str>>,
-    #[serde(rename = "resourceId", alias = "ResourceId", borrow, default)]
+    #[serde(
+        rename = "resourceId",
+        alias = "ResourceId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     resource_id: Option<Cow<'a, str>>,
-    #[serde(rename = "callerIpAddress", borrow, default)]
+    #[serde(
+        rename = "callerIpAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     caller_ip_address: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     properties: Option<Box<EntraRecord<'a>>>,
 
-    #[serde(alias = "Id", borrow, default)]
+    #[serde(
+        alias = "Id",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     id: Option<Cow<'a, str>>,
     #[serde(
         rename = "activityDisplayName",
@@ -58,11 +96,28 @@ struct EntraRecord<'a> {
         default
     )]
     activity_date_time: Option<Cow<'a, str>>,
-    #[serde(rename = "loggedByService", alias = "LoggedByService", borrow, default)]
+    #[serde(
+        rename = "loggedByService",
+        alias = "LoggedByService",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     logged_by_service: Option<Cow<'a, str>>,
-    #[serde(alias = "Result", borrow, default)]
+    #[serde(
+        alias = "Result",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     result: Option<Cow<'a, str>>,
-    #[serde(rename = "resultReason", alias = "ResultReason", borrow, default)]
+    #[serde(
+        rename = "resultReason",
+        alias = "ResultReason",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     result_reason: Option<Cow<'a, str>>,
     /// An object, or (Sentinel) the same object as a JSON string.
     #[serde(rename = "initiatedBy", alias = "InitiatedBy", borrow, default)]
@@ -83,28 +138,53 @@ struct Initiator<'a> {
 
 #[derive(Deserialize)]
 struct UserIdentity<'a> {
-    #[serde(rename = "userPrincipalName", borrow, default)]
+    #[serde(
+        rename = "userPrincipalName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     user_principal_name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     id: Option<Cow<'a, str>>,
-    #[serde(rename = "ipAddress", borrow, default)]
+    #[serde(
+        rename = "ipAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     ip_address: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct AppIdentity<'a> {
-    #[serde(rename = "servicePrincipalId", borrow, default)]
+    #[serde(
+        rename = "servicePrincipalId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     service_principal_id: Option<Cow<'a, str>>,
-    #[serde(rename = "appId", borrow, default)]
+    #[serde(
+        rename = "appId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     app_id: Option<Cow<'a, str>>,
-    #[serde(rename = "displayName", borrow, default)]
+    #[serde(
+        rename = "displayName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     display_name: Option<Cow<'a, str>>,
 }
 
 /// `targetResources[]` (targetResource).
 #[derive(Deserialize)]
 struct TargetResource<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     id: Option<Cow<'a, str>>,
     #[serde(rename = "modifiedProperties", borrow, default)]
     modified_properties: Option<Vec<ModifiedProperty<'a>>>,
@@ -112,11 +192,26 @@ struct TargetResource<'a> {
 
 #[derive(Deserialize)]
 struct ModifiedProperty<'a> {
-    #[serde(rename = "displayName", borrow, default)]
+    #[serde(
+        rename = "displayName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     display_name: Option<Cow<'a, str>>,
-    #[serde(rename = "oldValue", borrow, default)]
+    #[serde(
+        rename = "oldValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     old_value: Option<Cow<'a, str>>,
-    #[serde(rename = "newValue", borrow, default)]
+    #[serde(
+        rename = "newValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     new_value: Option<Cow<'a, str>>,
 }
 

@@ -23,11 +23,21 @@ use std::borrow::Cow;
 struct LogEntry<'a> {
     #[serde(rename = "protoPayload", borrow, default)]
     proto_payload: Option<AuditLog<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     timestamp: Option<Cow<'a, str>>,
-    #[serde(rename = "logName", borrow, default)]
+    #[serde(
+        rename = "logName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     log_name: Option<Cow<'a, str>>,
-    #[serde(rename = "insertId", borrow, default)]
+    #[serde(
+        rename = "insertId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     insert_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     resource: Option<MonitoredResource<'a>>,
@@ -41,28 +51,43 @@ struct MonitoredResource<'a> {
 
 #[derive(Deserialize, Default)]
 struct ResourceLabels<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     project_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     organization_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     folder_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     location: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     zone: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     region: Option<Cow<'a, str>>,
 }
 
 /// `protoPayload` (google.cloud.audit.AuditLog), the fields we keep.
 #[derive(Deserialize)]
 struct AuditLog<'a> {
-    #[serde(rename = "serviceName", borrow, default)]
+    #[serde(
+        rename = "serviceName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     service_name: Option<Cow<'a, str>>,
-    #[serde(rename = "methodName", borrow, default)]
+    #[serde(
+        rename = "methodName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     method_name: Option<Cow<'a, str>>,
-    #[serde(rename = "resourceName", borrow, default)]
+    #[serde(
+        rename = "resourceName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     resource_name: Option<Cow<'a, str>>,
     #[serde(default)]
     status: Option<Status>,
@@ -88,9 +113,19 @@ struct Status {
 
 #[derive(Deserialize, Default)]
 struct AuthenticationInfo<'a> {
-    #[serde(rename = "principalEmail", borrow, default)]
+    #[serde(
+        rename = "principalEmail",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     principal_email: Option<Cow<'a, str>>,
-    #[serde(rename = "principalSubject", borrow, default)]
+    #[serde(
+        rename = "principalSubject",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     principal_subject: Option<Cow<'a, str>>,
 }
 
@@ -102,9 +137,19 @@ struct AuthorizationInfo {
 
 #[derive(Deserialize, Default)]
 struct RequestMetadata<'a> {
-    #[serde(rename = "callerIp", borrow, default)]
+    #[serde(
+        rename = "callerIp",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     caller_ip: Option<Cow<'a, str>>,
-    #[serde(rename = "callerSuppliedUserAgent", borrow, default)]
+    #[serde(
+        rename = "callerSuppliedUserAgent",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     caller_supplied_user_agent: Option<Cow<'a, str>>,
 }
 
@@ -134,9 +179,14 @@ struct LogConfig {
 /// google.api.cloudquotas.v1.QuotaPreference.
 #[derive(Deserialize, Default)]
 struct QuotaPreference<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     service: Option<Cow<'a, str>>,
-    #[serde(rename = "quotaId", borrow, default)]
+    #[serde(
+        rename = "quotaId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     quota_id: Option<Cow<'a, str>>,
     #[serde(rename = "quotaConfig", borrow, default)]
     quota_config: Option<QuotaConfig<'a>>,
@@ -153,7 +203,7 @@ struct QuotaConfig<'a> {
 
 #[derive(Deserialize)]
 struct Dimensions<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     region: Option<Cow<'a, str>>,
 }
 
@@ -172,7 +222,7 @@ struct PolicyDelta<'a> {
 
 #[derive(Deserialize)]
 struct AuditConfigDelta<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     action: Option<Cow<'a, str>>,
 }
 

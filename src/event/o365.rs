@@ -18,36 +18,106 @@ use std::borrow::Cow;
 /// A unified audit log record (common schema), in either shape.
 #[derive(Deserialize)]
 struct O365Record<'a> {
-    #[serde(rename = "CreationTime", borrow, default)]
+    #[serde(
+        rename = "CreationTime",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     creation_time: Option<Cow<'a, str>>,
-    #[serde(rename = "TimeGenerated", borrow, default)]
+    #[serde(
+        rename = "TimeGenerated",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     time_generated: Option<Cow<'a, str>>,
-    #[serde(rename = "Id", borrow, default)]
+    #[serde(
+        rename = "Id",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     id: Option<Cow<'a, str>>,
-    #[serde(rename = "OfficeId", borrow, default)]
+    #[serde(
+        rename = "OfficeId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     office_id: Option<Cow<'a, str>>,
-    #[serde(rename = "Operation", borrow, default)]
+    #[serde(
+        rename = "Operation",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     operation: Option<Cow<'a, str>>,
-    #[serde(rename = "OrganizationId", borrow, default)]
+    #[serde(
+        rename = "OrganizationId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     organization_id: Option<Cow<'a, str>>,
-    #[serde(rename = "ResultStatus", borrow, default)]
+    #[serde(
+        rename = "ResultStatus",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     result_status: Option<Cow<'a, str>>,
-    #[serde(rename = "UserId", borrow, default)]
+    #[serde(
+        rename = "UserId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     user_id: Option<Cow<'a, str>>,
     /// An integer (AuditLogUserType) in the API, a name in Sentinel.
     #[serde(rename = "UserType", borrow, default)]
     user_type: Option<&'a RawValue>,
-    #[serde(rename = "Workload", borrow, default)]
+    #[serde(
+        rename = "Workload",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     workload: Option<Cow<'a, str>>,
-    #[serde(rename = "OfficeWorkload", borrow, default)]
+    #[serde(
+        rename = "OfficeWorkload",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     office_workload: Option<Cow<'a, str>>,
-    #[serde(rename = "ClientIP", borrow, default)]
+    #[serde(
+        rename = "ClientIP",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     client_ip: Option<Cow<'a, str>>,
-    #[serde(rename = "ClientIPAddress", borrow, default)]
+    #[serde(
+        rename = "ClientIPAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     client_ip_address: Option<Cow<'a, str>>,
-    #[serde(rename = "Client_IPAddress", borrow, default)]
+    #[serde(
+        rename = "Client_IPAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     client_ip_address_sentinel: Option<Cow<'a, str>>,
-    #[serde(rename = "ObjectId", borrow, default)]
+    #[serde(
+        rename = "ObjectId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     object_id: Option<Cow<'a, str>>,
     #[serde(rename = "Parameters", borrow, default)]
     parameters: Option<&'a RawValue>,
@@ -58,20 +128,45 @@ struct O365Record<'a> {
 /// `Parameters[]`: a cmdlet switch and its value.
 #[derive(Deserialize)]
 struct Parameter<'a> {
-    #[serde(rename = "Name", borrow, default)]
+    #[serde(
+        rename = "Name",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     name: Option<Cow<'a, str>>,
-    #[serde(rename = "Value", borrow, default)]
+    #[serde(
+        rename = "Value",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     value: Option<Cow<'a, str>>,
 }
 
 /// `ModifiedProperties[]`.
 #[derive(Deserialize)]
 struct ModifiedProperty<'a> {
-    #[serde(rename = "Name", borrow, default)]
+    #[serde(
+        rename = "Name",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     name: Option<Cow<'a, str>>,
-    #[serde(rename = "OldValue", borrow, default)]
+    #[serde(
+        rename = "OldValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     old_value: Option<Cow<'a, str>>,
-    #[serde(rename = "NewValue", borrow, default)]
+    #[serde(
+        rename = "NewValue",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     new_value: Option<Cow<'a, str>>,
 }
 

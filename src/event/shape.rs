@@ -22,7 +22,7 @@ use std::borrow::Cow;
 #[derive(Deserialize, Default)]
 pub struct RawTop<'a> {
     // ---- CloudEvent v1 ----
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     pub schema: Option<Cow<'a, str>>,
 
     // ---- envelopes ----
@@ -33,17 +33,32 @@ pub struct RawTop<'a> {
     /// Admin SDK Reports `activities.list` page (`kind: admin#reports#activities`).
     #[serde(borrow, default)]
     pub items: Option<Vec<&'a RawValue>>,
-    #[serde(rename = "detail-type", borrow, default)]
+    #[serde(
+        rename = "detail-type",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub detail_type: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub detail: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     pub account: Option<Cow<'a, str>>,
 
     // ---- AWS CloudTrail record ----
-    #[serde(rename = "eventTime", borrow, default)]
+    #[serde(
+        rename = "eventTime",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub event_time: Option<Cow<'a, str>>,
-    #[serde(rename = "eventSource", borrow, default)]
+    #[serde(
+        rename = "eventSource",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub event_source: Option<Cow<'a, str>>,
     /// A string in CloudTrail; an object in the Azure REST shape (`{value, localizedValue}`),
     /// which is read as absent here.
@@ -54,23 +69,63 @@ pub struct RawTop<'a> {
         deserialize_with = "string_or_skip"
     )]
     pub event_name: Option<Cow<'a, str>>,
-    #[serde(rename = "awsRegion", borrow, default)]
+    #[serde(
+        rename = "awsRegion",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub aws_region: Option<Cow<'a, str>>,
-    #[serde(rename = "sourceIPAddress", borrow, default)]
+    #[serde(
+        rename = "sourceIPAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub source_ip_address: Option<Cow<'a, str>>,
-    #[serde(rename = "userAgent", borrow, default)]
+    #[serde(
+        rename = "userAgent",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub user_agent: Option<Cow<'a, str>>,
-    #[serde(rename = "errorCode", borrow, default)]
+    #[serde(
+        rename = "errorCode",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub error_code: Option<Cow<'a, str>>,
-    #[serde(rename = "eventID", borrow, default)]
+    #[serde(
+        rename = "eventID",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub event_id: Option<Cow<'a, str>>,
-    #[serde(rename = "eventType", borrow, default)]
+    #[serde(
+        rename = "eventType",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub event_type: Option<Cow<'a, str>>,
-    #[serde(rename = "recipientAccountId", borrow, default)]
+    #[serde(
+        rename = "recipientAccountId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub recipient_account_id: Option<Cow<'a, str>>,
     #[serde(rename = "managementEvent", default)]
     pub management_event: Option<bool>,
-    #[serde(rename = "eventCategory", borrow, default)]
+    #[serde(
+        rename = "eventCategory",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub event_category: Option<Cow<'a, str>>,
     #[serde(rename = "userIdentity", borrow, default)]
     pub user_identity: Option<aws::UserIdentity<'a>>,
@@ -79,7 +134,12 @@ pub struct RawTop<'a> {
     #[serde(rename = "serviceEventDetails", borrow, default)]
     pub service_event_details: Option<&'a RawValue>,
     /// OTRF's Logstash-forwarded CloudTrail has `@timestamp` instead of `eventTime`.
-    #[serde(rename = "@timestamp", borrow, default)]
+    #[serde(
+        rename = "@timestamp",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     pub at_timestamp: Option<Cow<'a, str>>,
 
     // ---- GCP ----
@@ -87,7 +147,7 @@ pub struct RawTop<'a> {
     pub proto_payload: Option<&'a RawValue>,
 
     // ---- Google Workspace ----
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     pub kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub id: Option<&'a RawValue>,

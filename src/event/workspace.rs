@@ -21,7 +21,12 @@ struct Activity<'a> {
     id: Option<ActivityId<'a>>,
     #[serde(borrow, default)]
     actor: Option<Actor<'a>>,
-    #[serde(rename = "ipAddress", borrow, default)]
+    #[serde(
+        rename = "ipAddress",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     ip_address: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     events: Option<Vec<Event<'a>>>,
@@ -29,32 +34,52 @@ struct Activity<'a> {
 
 #[derive(Deserialize)]
 struct ActivityId<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     time: Option<Cow<'a, str>>,
     /// int64: a JSON string in the API, a number in some exports.
     #[serde(rename = "uniqueQualifier", borrow, default)]
     unique_qualifier: Option<&'a RawValue>,
-    #[serde(rename = "applicationName", borrow, default)]
+    #[serde(
+        rename = "applicationName",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     application_name: Option<Cow<'a, str>>,
-    #[serde(rename = "customerId", borrow, default)]
+    #[serde(
+        rename = "customerId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     customer_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
 struct Actor<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     email: Option<Cow<'a, str>>,
-    #[serde(rename = "profileId", borrow, default)]
+    #[serde(
+        rename = "profileId",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     profile_id: Option<Cow<'a, str>>,
-    #[serde(rename = "callerType", borrow, default)]
+    #[serde(
+        rename = "callerType",
+        borrow,
+        deserialize_with = "crate::event::opt_cow",
+        default
+    )]
     caller_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     key: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct Event<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     parameters: Option<Vec<Parameter<'a>>>,
@@ -62,9 +87,9 @@ struct Event<'a> {
 
 #[derive(Deserialize)]
 struct Parameter<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     value: Option<Cow<'a, str>>,
     #[serde(rename = "boolValue", default)]
     bool_value: Option<bool>,

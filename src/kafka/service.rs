@@ -60,7 +60,8 @@ pub enum ServiceError {
 struct Ack {
     /// The input record it came from (`None`: raised by an idle watermark advance).
     source: Option<(Arc<TopicPartition>, i64)>,
-    consumed: Instant,
+    /// When the input record entered Kafka (its timestamp, epoch ms), or when we consumed it.
+    ingested_ms: i64,
     event_time: Option<i64>,
 }
 
@@ -103,8 +104,9 @@ impl ProducerContext for ProducerCtx {
                     lock(&self.shared.tracker).acked(tp, *offset);
                 }
                 Metrics::add(&m.messages_out, msg.topic(), 1);
-                let ingest_us = ack.consumed.elapsed().as_micros() as u64;
-                let event_us = ack.event_time.map(|t| (now_ms() - t).max(0) as u64 * 1000);
+                let now = now_ms();
+                let ingest_us = (now - ack.ingested_ms).max(0) as u64 * 1000;
+                let event_us = ack.event_time.map(|t| (now - t).max(0) as u64 * 1000);
                 m.record_latency(ingest_us, event_us);
             }
             Err((e, msg)) => {
@@ -422,6 +424,7 @@ impl Processor {
         let offset = msg.offset();
         let consumed = Instant::now();
         self.last_input = consumed;
+        let ingested_ms = msg.timestamp().to_millis().unwrap_or_else(now_ms);
         let m = self.shared.metrics.clone();
         Metrics::add(&m.records_in, msg.topic(), 1);
         let payload = msg.payload().unwrap_or(&[]);
@@ -435,7 +438,7 @@ impl Processor {
                 }
                 let alerts = std::mem::take(&mut self.alerts);
                 for alert in &alerts {
-                    self.produce_alert(alert, Some((tp.clone(), offset)), consumed, event_time);
+                    self.produce_alert(alert, Some((tp.clone(), offset)), ingested_ms, event_time);
                     produced += 1;
                 }
                 self.alerts = alerts;
@@ -469,7 +472,7 @@ impl Processor {
                 let topic = self.config.kafka.dead_letter_topic.clone();
                 let ack = Box::new(Ack {
                     source: Some((tp.clone(), offset)),
-                    consumed,
+                    ingested_ms,
                     event_time: None,
                 });
                 let mut record = BaseRecord::with_opaque_to(&topic, ack)
@@ -537,7 +540,7 @@ impl Processor {
         let mut raised = Vec::new();
         self.engine.advance_watermark(wm, &mut raised);
         for alert in &raised {
-            self.produce_alert(alert, None, Instant::now(), None);
+            self.produce_alert(alert, None, now_ms(), None);
         }
     }
 
@@ -545,7 +548,7 @@ impl Processor {
         &mut self,
         alert: &Alert,
         source: Option<(Arc<TopicPartition>, i64)>,
-        consumed: Instant,
+        ingested_ms: i64,
         event_time: Option<i64>,
     ) {
         self.shared
@@ -560,7 +563,7 @@ impl Processor {
         let topic = self.config.kafka.alerts_topic.clone();
         let ack = Box::new(Ack {
             source,
-            consumed,
+            ingested_ms,
             event_time,
         });
         let headers = OwnedHeaders::new().insert(Header {

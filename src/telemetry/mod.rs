@@ -55,7 +55,8 @@ pub struct Metrics {
     pub backpressure_pauses: AtomicU64,
     pub rebalances: AtomicU64,
     pub watermark_ms: AtomicI64,
-    /// Microseconds from consuming a record to the broker acknowledging an alert it caused.
+    /// Microseconds from a record entering Kafka (its timestamp) to the broker acknowledging an
+    /// alert it caused (ms resolution).
     pub ingest_latency: Mutex<Histogram<u64>>,
     /// Microseconds from an event's own time to the acknowledgement of its alert.
     pub event_latency: Mutex<Histogram<u64>>,
@@ -304,7 +305,7 @@ impl Metrics {
             (
                 LATENCY_INGEST,
                 &self.ingest_latency,
-                "Seconds from consuming a record to the acknowledgement of an alert it caused.",
+                "Seconds from a record entering Kafka (its timestamp) to the acknowledgement of an alert it caused.",
             ),
             (
                 LATENCY_EVENT,

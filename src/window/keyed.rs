@@ -8,17 +8,20 @@
 
 use lru::LruCache;
 use std::hash::Hash;
-use std::num::NonZeroUsize;
 
 pub struct BoundedMap<K: Hash + Eq, V> {
+    /// Unbounded to the `lru` crate (which would allocate its table for the full capacity up
+    /// front: 15 MB per engine); the bound is enforced here.
     map: LruCache<K, (i64, V)>,
+    max_keys: usize,
     evicted: u64,
 }
 
 impl<K: Hash + Eq, V> BoundedMap<K, V> {
     pub fn new(max_keys: usize) -> Self {
         BoundedMap {
-            map: LruCache::new(NonZeroUsize::new(max_keys.max(1)).expect("max(1) is non-zero")),
+            map: LruCache::unbounded(),
+            max_keys: max_keys.max(1),
             evicted: 0,
         }
     }
@@ -26,7 +29,7 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
     /// The entry for `key`, created with `init` if absent (evicting the least recently active
     /// entry when full), marked active at `t`.
     pub fn get_or_insert_with(&mut self, key: K, t: i64, init: impl FnOnce() -> V) -> &mut V {
-        if !self.map.contains(&key) && self.map.len() == self.map.cap().get() {
+        if self.map.len() >= self.max_keys && !self.map.contains(&key) {
             self.map.pop_lru();
             self.evicted += 1;
         }
@@ -78,6 +81,6 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.map.cap().get()
+        self.max_keys
     }
 }

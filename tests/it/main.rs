@@ -1,6 +1,8 @@
 //! All integration tests, in one binary (one link, one place to look).
 
 mod alert_schema;
+#[cfg(feature = "kafka")]
+mod broker;
 mod catalog_coverage;
 mod golden;
 mod invictus;
@@ -10,5 +12,7 @@ mod malformed;
 mod replay;
 mod schema;
 mod stratus;
+#[cfg(feature = "kafka")]
+mod tansu;
 mod util;
 mod window_props;

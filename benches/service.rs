@@ -1,0 +1,263 @@
+//! The service's figures, against a real broker (a local Tansu, in-memory storage):
+//!
+//! 1. throughput: the service vs a bare rdkafka consumer that only reads the same topic, side by
+//!    side in one run (target: ≥ 0.9 of the bare consumer's rate);
+//! 2. latency from record ingest (its Kafka timestamp) to alert acknowledged, p50/p99, at a
+//!    steady moderate load;
+//! 3. resident memory with 1M distinct principals held (engine only, no broker needed).
+//!
+//! Run with `make bench` (which installs Tansu) or `TANSU_BIN=.tools/bin/tansu cargo bench --bench
+//! service`. Sizes: `SERVICE_BENCH_RECORDS` (default 200000), `SERVICE_BENCH_SECONDS` (20).
+
+#[path = "../tests/it/broker.rs"]
+mod broker;
+
+use broker::Broker;
+use cloudwarden::config::Config;
+use cloudwarden::demo::{scenario_stream, Scenario};
+use cloudwarden::engine::Engine;
+use cloudwarden::kafka::service::Service;
+use cloudwarden::telemetry::Metrics;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn produce(brokers: &str, topic: &str, records: &[Vec<u8>]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .create()
+        .unwrap();
+    for (i, r) in records.iter().enumerate() {
+        let key = (i % 64).to_string();
+        let mut rec = BaseRecord::to(topic)
+            .key(key.as_bytes())
+            .payload(r.as_slice());
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    p.poll(Duration::from_millis(10));
+                    rec = back;
+                }
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+fn bare_consumer_rate(brokers: &str, topic: &str, n: usize) -> f64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bare-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut seen = 0usize;
+    let mut started = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen < n && Instant::now() < deadline {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            seen += 1;
+        }
+    }
+    let elapsed = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    seen as f64 / elapsed.max(1e-9)
+}
+
+fn service_config(brokers: &str, topic: &str, group: &str) -> Config {
+    let mut c = cloudwarden::demo::demo_config();
+    c.kafka.brokers = brokers.into();
+    c.kafka.group_id = group.into();
+    c.kafka.input_topics = vec![topic.into()];
+    c.kafka.alerts_topic = "bench-alerts".into();
+    c.kafka.dead_letter_topic = "bench-dead-letters".into();
+    c.service.listen = "127.0.0.1:0".into();
+    c
+}
+
+fn service_rate(brokers: &str, topic: &str, n: usize) -> (f64, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let service = Service::new(
+        service_config(brokers, topic, "bench-service"),
+        metrics.clone(),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let handle = std::thread::spawn(move || service.run(&s).unwrap());
+    let consumed = || -> u64 { metrics.records_in.lock().unwrap().values().sum() };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while consumed() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let started = Instant::now();
+    while (consumed() as usize) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let rate = consumed() as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+    (rate, metrics)
+}
+
+/// Steady load: `rate` records/s for `seconds`, one in 200 a StopLogging (an alert each).
+fn latency_under_load(brokers: &str, rate: usize, seconds: usize) -> Arc<Metrics> {
+    let topic = "bench-latency";
+    let metrics = Arc::new(Metrics::default());
+    let mut cfg = service_config(brokers, topic, "bench-latency");
+    cfg.alerts.suppression.burst = 1_000_000;
+    let service = Service::new(cfg, metrics.clone()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let handle = std::thread::spawn(move || service.run(&s).unwrap());
+    let benign = scenario_stream(&Scenario {
+        minutes: 60,
+        benign_per_minute: (rate * seconds / 60).max(1) as u32,
+        attacks: false,
+        malformed: false,
+        ..Scenario::default()
+    });
+    let stop_logging = |i: usize| {
+        format!(
+            r#"{{"eventTime":"2026-11-01T00:00:00Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","awsRegion":"us-east-1","recipientAccountId":"111111111111","eventID":"lat-{i}","userIdentity":{{"arn":"arn:aws:iam::111111111111:user/u{i}"}},"requestParameters":{{"name":"trail"}}}}"#
+        )
+        .into_bytes()
+    };
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    // Give the consumer time to join before the clock starts.
+    std::thread::sleep(Duration::from_secs(5));
+    let started = Instant::now();
+    for (i, r) in benign.iter().take(rate * seconds).enumerate() {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let payload = if i % 200 == 0 {
+            stop_logging(i)
+        } else {
+            r.clone()
+        };
+        let _ = p.send(BaseRecord::to(topic).key("k").payload(payload.as_slice()));
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+    metrics
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rss_with_principals(n: usize) -> (u64, u64, usize) {
+    let mut cfg = Config::default();
+    cfg.detectors.secret_fetch_rate.max_keys = n + 1;
+    cfg.detectors.discovery_burst.max_keys = n + 1;
+    let mut engine = Engine::new(&cfg).unwrap();
+    let before = rss_kib();
+    let mut alerts = Vec::new();
+    for i in 0..n {
+        let r = format!(
+            r#"{{"eventTime":"2026-11-01T00:{:02}:{:02}Z","eventSource":"secretsmanager.amazonaws.com","eventName":"GetSecretValue","awsRegion":"us-east-1","recipientAccountId":"111111111111","userIdentity":{{"arn":"arn:aws:iam::111111111111:user/p{i}"}},"requestParameters":{{"secretId":"s{}"}}}}"#,
+            (i / 60_000) % 60,
+            (i / 1000) % 60,
+            i % 10
+        );
+        let _ = engine.process_record(r.as_bytes(), &mut alerts);
+        alerts.clear();
+    }
+    let after = rss_kib();
+    let keys = engine
+        .detector_stats()
+        .iter()
+        .find(|(d, _)| *d == "secret_fetch_rate")
+        .map_or(0, |(_, s)| s.keys);
+    (before, after, keys)
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with `--test`: nothing to check here.
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let n = env_usize("SERVICE_BENCH_RECORDS", 200_000);
+    let seconds = env_usize("SERVICE_BENCH_SECONDS", 20);
+
+    let (before, after, keys) = rss_with_principals(1_000_000);
+    println!(
+        "rss: {keys} principals held in secret_fetch_rate: RSS {:.1} MiB -> {:.1} MiB, {:.0} bytes/principal",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after.saturating_sub(before) * 1024) as f64 / keys.max(1) as f64
+    );
+
+    let broker = Broker::start();
+    broker.create_topics(&[
+        ("bench-input", 3),
+        ("bench-latency", 1),
+        ("bench-alerts", 1),
+        ("bench-dead-letters", 1),
+    ]);
+    let records = scenario_stream(&Scenario {
+        minutes: (n / 1000).max(10) as i64,
+        benign_per_minute: 1000,
+        ..Scenario::default()
+    });
+    let records = &records[..n.min(records.len())];
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let t = Instant::now();
+    produce(&broker.addr, "bench-input", records);
+    println!(
+        "produced {} records ({:.1} MB, {:.0} B/record) in {:.1}s",
+        records.len(),
+        bytes as f64 / 1e6,
+        bytes as f64 / records.len() as f64,
+        t.elapsed().as_secs_f64()
+    );
+    let bare = bare_consumer_rate(&broker.addr, "bench-input", records.len());
+    let (service, _) = service_rate(&broker.addr, "bench-input", records.len());
+    println!(
+        "throughput: bare consumer {bare:.0} records/s, service {service:.0} records/s, ratio {:.2}",
+        service / bare
+    );
+
+    let rate = env_usize("SERVICE_BENCH_RATE", 2000);
+    let m = latency_under_load(&broker.addr, rate, seconds);
+    let (q, count) = m.latency_quantiles();
+    let at = |i: usize| q[i].1 * 1000.0;
+    println!(
+        "latency at {rate} records/s for {seconds}s, record ingest -> alert acknowledged: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms ({count} alerts)",
+        at(0),
+        at(1),
+        at(2)
+    );
+}
