@@ -5,6 +5,9 @@
 //!   (invictus-ir/aws_dataset, `benches/data/`);
 //! - `cloudtrail/bare_borrowed`: a bare borrowed serde_json parse of the same records into the
 //!   ten fields we need (the floor a typed decoder can hope for);
+//! - `cloudtrail/bare_option_cow`: the same ten fields declared `Option<Cow<'a, str>>` with
+//!   `#[serde(borrow)]`, which serde does *not* borrow (one `String` per field): the price of the
+//!   pattern `RawTop` / `CloudEvent` use today;
 //! - `cloudtrail/serde_value`: a `serde_json::Value` DOM parse, for reference;
 //! - `cloud_event_v1/decode_record`: the same events as `cloud_event.v1` records;
 //! - `fixtures_<provider>/decode_record`: every other provider with decoder fixtures under
@@ -18,9 +21,43 @@ mod common;
 use cloudwarden::event::{decode_record, CloudEvent, DecodeLimits, Provider};
 use common::{bare_parse, read_ndjson, to_cloud_event_v1, total_bytes, Bare, INVICTUS_SLICE};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+/// [`Bare`] as `RawTop` declares its fields: `Option<Cow>` allocates despite `#[serde(borrow)]`.
+#[allow(non_snake_case, dead_code)]
+#[derive(serde::Deserialize)]
+struct BareOptionCow<'a> {
+    #[serde(borrow, default)]
+    eventTime: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    eventSource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    eventName: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    awsRegion: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sourceIPAddress: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    userAgent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    errorCode: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    recipientAccountId: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    eventID: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    userIdentity: Option<IdentityOptionCow<'a>>,
+}
+
+#[allow(dead_code)]
+#[derive(serde::Deserialize)]
+struct IdentityOptionCow<'a> {
+    #[serde(borrow, default)]
+    arn: Option<Cow<'a, str>>,
+}
 
 struct Input {
     name: String,
@@ -186,6 +223,19 @@ fn bench_group(c: &mut Criterion, inputs: &[Input], by_bytes: bool) {
                     let mut n = 0usize;
                     for raw in records {
                         let bare: Option<Bare<'_>> = bare_parse(raw);
+                        n += usize::from(bare.is_some());
+                        black_box(&bare);
+                    }
+                    n
+                })
+            });
+            group.bench_function(format!("{}/bare_option_cow", input.name), |b| {
+                b.iter(|| {
+                    let mut n = 0usize;
+                    for raw in records {
+                        let bare: Option<BareOptionCow<'_>> = std::str::from_utf8(raw)
+                            .ok()
+                            .and_then(|t| serde_json::from_str(t).ok());
                         n += usize::from(bare.is_some());
                         black_box(&bare);
                     }

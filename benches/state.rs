@@ -16,9 +16,12 @@
 //! 40,000 distinct accounts (its default `max_sources` is 50,000).
 //! Run: `cargo bench --bench state`.
 
+mod common;
+
 use cloudwarden::config::Config;
 use cloudwarden::engine::Engine;
 use cloudwarden::event::time::format_rfc3339_ms;
+use cloudwarden::event::{decode_record, CloudEvent, DecodeLimits};
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
@@ -27,6 +30,8 @@ struct Counting;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 static LIVE_ALLOCS: AtomicIsize = AtomicIsize::new(0);
+/// Every allocation ever made (monotonic), for allocations per record.
+static ALLOC_CALLS: AtomicIsize = AtomicIsize::new(0);
 
 // SAFETY: every call is forwarded to `System` unchanged; the counters only observe sizes.
 unsafe impl GlobalAlloc for Counting {
@@ -35,6 +40,7 @@ unsafe impl GlobalAlloc for Counting {
         if !p.is_null() {
             LIVE_BYTES.fetch_add(layout.size() as isize, Relaxed);
             LIVE_ALLOCS.fetch_add(1, Relaxed);
+            ALLOC_CALLS.fetch_add(1, Relaxed);
         }
         p
     }
@@ -44,6 +50,7 @@ unsafe impl GlobalAlloc for Counting {
         if !p.is_null() {
             LIVE_BYTES.fetch_add(layout.size() as isize, Relaxed);
             LIVE_ALLOCS.fetch_add(1, Relaxed);
+            ALLOC_CALLS.fetch_add(1, Relaxed);
         }
         p
     }
@@ -58,6 +65,7 @@ unsafe impl GlobalAlloc for Counting {
         let p = System.realloc(ptr, layout, new_size);
         if !p.is_null() {
             LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+            ALLOC_CALLS.fetch_add(1, Relaxed);
         }
         p
     }
@@ -233,6 +241,47 @@ fn measure(label: &str, config: &Config, records: &[Vec<u8>]) -> (f64, f64) {
     (incremental, all_in)
 }
 
+/// Heap allocations per record on the hot path (should be ~0 for borrowed decoding): decode
+/// alone, the bare borrowed parse, and the whole engine in steady state (second pass).
+fn allocations_per_record() {
+    let cloudtrail = common::read_ndjson(common::INVICTUS_SLICE);
+    let v1 = common::to_cloud_event_v1(&cloudtrail);
+    let limits = DecodeLimits::default();
+    for (name, records) in [("cloudtrail", &cloudtrail), ("cloud_event_v1", &v1)] {
+        let mut out: Vec<CloudEvent<'_>> = Vec::with_capacity(8);
+        let before = ALLOC_CALLS.load(Relaxed);
+        for raw in records.iter() {
+            out.clear();
+            decode_record(raw, &limits, &mut out).expect("bench input decodes");
+        }
+        let decode = per_key(ALLOC_CALLS.load(Relaxed) - before, records.len());
+        let before = ALLOC_CALLS.load(Relaxed);
+        for raw in records.iter() {
+            std::hint::black_box(common::bare_parse(raw));
+        }
+        let bare = per_key(ALLOC_CALLS.load(Relaxed) - before, records.len());
+        let mut engine = Engine::new(&cloudwarden::demo::demo_config()).expect("valid config");
+        let mut alerts = Vec::with_capacity(1024);
+        let shift = (common::time_span_ms(&cloudtrail) / 60_000 + 1) * 60_000;
+        let passes = common::shifted_passes(records, 2, shift);
+        let (first, second) = passes.split_at(records.len());
+        for raw in first {
+            let _ = engine.process_record(raw, &mut alerts);
+            alerts.clear();
+        }
+        let before = ALLOC_CALLS.load(Relaxed);
+        for raw in second {
+            let _ = engine.process_record(raw, &mut alerts);
+            alerts.clear();
+        }
+        let engine_allocs = per_key(ALLOC_CALLS.load(Relaxed) - before, second.len());
+        println!(
+            "allocs: {name}: {decode:.2} allocations/record in decode_record, {bare:.2} in the bare \
+             borrowed parse, {engine_allocs:.2} in Engine::process_record (steady state)"
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter that names nothing here skips the run.
     let filter: Vec<String> = std::env::args()
@@ -242,6 +291,7 @@ fn main() {
     if !filter.is_empty() && !filter.iter().any(|f| "state".contains(f.as_str())) {
         return;
     }
+    allocations_per_record();
     let principals = principals_feed();
     let sources = sources_feed();
     println!(

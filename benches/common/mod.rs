@@ -33,36 +33,46 @@ pub fn total_bytes(records: &[Vec<u8>]) -> u64 {
     records.iter().map(|r| r.len() as u64).sum()
 }
 
+/// A string borrowed from the record unless JSON escapes force a copy.
+///
+/// serde borrows a `Cow<'a, str>` field only when the field's type is exactly that: inside an
+/// `Option` (or a `Vec`) `#[serde(borrow)]` does not reach it and serde's `Cow` impl always
+/// allocates a `String`. The newtype puts the `Cow` back in field position.
+#[derive(Deserialize)]
+pub struct Str<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
 /// The `userIdentity` part of [`Bare`].
 #[derive(Deserialize)]
 pub struct BareIdentity<'a> {
     #[serde(borrow, default)]
-    pub arn: Option<Cow<'a, str>>,
+    pub arn: Option<Str<'a>>,
 }
 
 /// The baseline the spec asks for: a bare borrowed serde_json parse of the ten CloudTrail fields
 /// the engine needs, and nothing else (no shape recognition, no time parsing, no request fields).
+/// Every field is optional so records lacking one (`errorCode` mostly) still parse; no field
+/// allocates unless it holds a JSON escape.
 #[allow(non_snake_case)]
 #[derive(Deserialize)]
 pub struct Bare<'a> {
     #[serde(borrow, default)]
-    pub eventTime: Option<Cow<'a, str>>,
+    pub eventTime: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub eventSource: Option<Cow<'a, str>>,
+    pub eventSource: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub eventName: Option<Cow<'a, str>>,
+    pub eventName: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub awsRegion: Option<Cow<'a, str>>,
+    pub awsRegion: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub sourceIPAddress: Option<Cow<'a, str>>,
+    pub sourceIPAddress: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub userAgent: Option<Cow<'a, str>>,
+    pub userAgent: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub errorCode: Option<Cow<'a, str>>,
+    pub errorCode: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub recipientAccountId: Option<Cow<'a, str>>,
+    pub recipientAccountId: Option<Str<'a>>,
     #[serde(borrow, default)]
-    pub eventID: Option<Cow<'a, str>>,
+    pub eventID: Option<Str<'a>>,
     #[serde(borrow, default)]
     pub userIdentity: Option<BareIdentity<'a>>,
 }
