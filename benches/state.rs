@@ -11,7 +11,8 @@
 //!   `lru` crate sizes for `max_keys` up front (`LruCache::new` → `HashMap::with_capacity`).
 //!
 //! Counted bytes are what the code asked for; glibc adds ~8–16 B per allocation (header and
-//! 16-byte rounding), so `allocs/key` is printed too, and the process RSS growth as a cross-check.
+//! 16-byte rounding), so `allocs/key` is printed too, and the process RSS growth as a rough
+//! cross-check (meaningful for the first engine only: later ones reuse pages freed before).
 //! `log_source_silence` keys on (provider, scope, region, log); it is measured on a second feed of
 //! 40,000 distinct accounts (its default `max_sources` is 50,000).
 //! Run: `cargo bench --bench state`.
