@@ -2,6 +2,7 @@
 
 mod alert_schema;
 mod catalog_coverage;
+mod deploy;
 mod golden;
 mod invictus;
 #[cfg(feature = "kafka")]
