@@ -4,6 +4,7 @@ mod alert_schema;
 #[cfg(feature = "kafka")]
 mod broker;
 mod catalog_coverage;
+mod deploy;
 mod golden;
 mod invictus;
 #[cfg(feature = "kafka")]
