@@ -471,7 +471,7 @@ impl Matches {
 pub struct Catalog {
     rules: Vec<Rule>,
     /// Per provider: canonical operation → rule ids.
-    exact: Vec<HashMap<String, Vec<u16>>>,
+    exact: Vec<HashMap<String, Vec<u16>, crate::window::FastBuildHasher>>,
     globs: Vec<Vec<(Pattern, u16)>>,
 }
 
@@ -543,7 +543,7 @@ impl Catalog {
         }
         let mut catalog = Catalog {
             rules: Vec::with_capacity(specs.len()),
-            exact: vec![HashMap::new(); Provider::ALL.len()],
+            exact: vec![HashMap::default(); Provider::ALL.len()],
             globs: vec![Vec::new(); Provider::ALL.len()],
         };
         for (index, spec) in specs.into_iter().enumerate() {

@@ -12,7 +12,7 @@ use std::hash::Hash;
 pub struct BoundedMap<K: Hash + Eq, V> {
     /// Unbounded to the `lru` crate (which would allocate its table for the full capacity up
     /// front: 15 MB per engine); the bound is enforced here.
-    map: LruCache<K, (i64, V)>,
+    map: LruCache<K, (i64, V), super::FastBuildHasher>,
     max_keys: usize,
     evicted: u64,
 }
@@ -20,7 +20,7 @@ pub struct BoundedMap<K: Hash + Eq, V> {
 impl<K: Hash + Eq, V> BoundedMap<K, V> {
     pub fn new(max_keys: usize) -> Self {
         BoundedMap {
-            map: LruCache::unbounded(),
+            map: LruCache::unbounded_with_hasher(super::FastBuildHasher::default()),
             max_keys: max_keys.max(1),
             evicted: 0,
         }
