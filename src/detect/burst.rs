@@ -6,7 +6,49 @@
 use crate::alert::evidence::EvidenceRing;
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
 use crate::event::CloudEvent;
-use crate::window::{BaselineSpec, PaneSpec, RateBaseline, SlidingCount, SlidingDistinct};
+use crate::window::{
+    BaselineSpec, BoundedMap, PaneSpec, RateBaseline, SlidingCount, SlidingDistinct,
+};
+use std::time::Duration;
+
+/// The per-detector part: window geometry, baseline parameters, the keys, the evidence ring.
+pub struct BurstCore {
+    pub pane: PaneSpec,
+    pub baseline: BaselineSpec,
+    pub keys: BoundedMap<u64, BurstKey>,
+    pub ring: EvidenceRing,
+}
+
+/// The settings a burst detector's config gives its core.
+pub struct BurstParams {
+    pub window: Duration,
+    pub pane: Duration,
+    pub baseline_alpha: f64,
+    pub baseline_warmup_buckets: u32,
+    pub baseline_k_sigma: f64,
+    pub baseline_min_count: f64,
+    pub max_keys: usize,
+    pub evidence_ring: usize,
+}
+
+impl BurstCore {
+    pub fn new(p: BurstParams) -> Self {
+        let window = crate::config::ms(p.window);
+        BurstCore {
+            pane: PaneSpec::new(window, crate::config::ms(p.pane)),
+            // The baseline learns per window-long bucket, so it compares like with like.
+            baseline: BaselineSpec {
+                bucket_ms: window,
+                alpha: p.baseline_alpha,
+                warmup_buckets: p.baseline_warmup_buckets,
+                k_sigma: p.baseline_k_sigma,
+                min_count: p.baseline_min_count,
+            },
+            keys: BoundedMap::new(p.max_keys),
+            ring: EvidenceRing::new(p.evidence_ring),
+        }
+    }
+}
 
 /// Per-principal state.
 pub struct BurstKey {

@@ -7,36 +7,31 @@
 //! distinct threshold or above the principal's learned baseline of new operations per window;
 //! one alert per burst (see `burst`).
 
-use super::burst::{burst_alert, BurstKey, BurstReport, Tripped};
+use super::burst::{burst_alert, BurstCore, BurstKey, BurstParams, BurstReport, Tripped};
 use super::{Detector, DetectorStats, EventCtx};
-use crate::alert::evidence::EvidenceRing;
 use crate::alert::Alert;
 use crate::catalog::Behaviour;
-use crate::config::{ms, CommonSettings, DiscoveryBurstConfig, Mode};
-use crate::window::{stable_hash, BaselineSpec, BoundedMap, PaneSpec};
+use crate::config::{CommonSettings, DiscoveryBurstConfig, Mode};
+use crate::window::stable_hash;
 
 pub struct DiscoveryBurst {
     config: DiscoveryBurstConfig,
-    pane: PaneSpec,
-    baseline: BaselineSpec,
-    keys: BoundedMap<u64, BurstKey>,
-    ring: EvidenceRing,
+    core: BurstCore,
 }
 
 impl DiscoveryBurst {
     pub fn new(config: DiscoveryBurstConfig, ring: usize) -> Self {
-        let window = ms(config.window);
         DiscoveryBurst {
-            pane: PaneSpec::new(window, ms(config.pane)),
-            baseline: BaselineSpec {
-                bucket_ms: window,
-                alpha: config.baseline_alpha,
-                warmup_buckets: config.baseline_warmup_buckets,
-                k_sigma: config.baseline_k_sigma,
-                min_count: config.baseline_min_count,
-            },
-            keys: BoundedMap::new(config.max_keys),
-            ring: EvidenceRing::new(ring),
+            core: BurstCore::new(BurstParams {
+                window: config.window,
+                pane: config.pane,
+                baseline_alpha: config.baseline_alpha,
+                baseline_warmup_buckets: config.baseline_warmup_buckets,
+                baseline_k_sigma: config.baseline_k_sigma,
+                baseline_min_count: config.baseline_min_count,
+                max_keys: config.max_keys,
+                evidence_ring: ring,
+            }),
             config,
         }
     }
@@ -64,23 +59,27 @@ impl Detector for DiscoveryBurst {
             &ev.cloud_account_uid,
             &ev.actor_user_uid,
         ]);
-        let state = self.keys.get_or_insert_with(key_hash, t, BurstKey::new);
-        if !state.count.add(&self.pane, t, 1) {
+        let state = self
+            .core
+            .keys
+            .get_or_insert_with(key_hash, t, BurstKey::new);
+        if !state.count.add(&self.core.pane, t, 1) {
             return;
         }
         state.newest = state.newest.max(t);
         let now = state.newest;
         let item = stable_hash(&[&ev.api_service_name, &ev.api_operation]);
-        let new_in_window = state.distinct.add(&self.pane, t, item, c.max_distinct);
+        let new_in_window = state.distinct.add(&self.core.pane, t, item, c.max_distinct);
         // The baseline learns how many *new* operations a window usually brings for this key.
         state
             .baseline
-            .observe(&self.baseline, t, u32::from(new_in_window));
+            .observe(&self.core.baseline, t, u32::from(new_in_window));
         if new_in_window {
-            self.ring
+            self.core
+                .ring
                 .push(key_hash, t, &ev.api_operation, ev.metadata_uid.as_deref());
         }
-        let distinct = state.distinct.distinct(&self.pane, now);
+        let distinct = state.distinct.distinct(&self.core.pane, now);
         let tripped = if distinct >= c.distinct_threshold {
             Some(Tripped {
                 trigger: "distinct_threshold",
@@ -89,7 +88,7 @@ impl Detector for DiscoveryBurst {
         } else if c.baseline {
             state
                 .baseline
-                .threshold(&self.baseline)
+                .threshold(&self.core.baseline)
                 .filter(|th| f64::from(distinct) > *th)
                 .map(|th| Tripped {
                     trigger: "baseline",
@@ -106,7 +105,7 @@ impl Detector for DiscoveryBurst {
             return;
         }
         state.armed = false;
-        let count = state.count.total(&self.pane, now);
+        let count = state.count.total(&self.core.pane, now);
         let techniques = ctx.techniques(Behaviour::Discovery);
         let title = format!(
             "Discovery burst: {distinct} distinct list/describe/get operations ({count} calls) by {} in {} {} within {}",
@@ -124,18 +123,18 @@ impl Detector for DiscoveryBurst {
             ev,
             key_hash,
             state,
-            pane: &self.pane,
-            baseline: &self.baseline,
+            pane: &self.core.pane,
+            baseline: &self.core.baseline,
             tripped,
-            ring: &self.ring,
+            ring: &self.core.ring,
             max_samples: ctx.max_samples,
         }));
     }
 
     fn stats(&self) -> DetectorStats {
         DetectorStats {
-            keys: self.keys.len(),
-            evicted: self.keys.evicted(),
+            keys: self.core.keys.len(),
+            evicted: self.core.keys.evicted(),
         }
     }
 }

@@ -7,36 +7,31 @@
 //! event that crosses an absolute threshold, or the principal's own learned baseline (EWMA of
 //! window-long buckets, after warm-up); one alert per burst (see `burst`).
 
-use super::burst::{burst_alert, BurstKey, BurstReport, Tripped};
+use super::burst::{burst_alert, BurstCore, BurstKey, BurstParams, BurstReport, Tripped};
 use super::{Detector, DetectorStats, EventCtx};
-use crate::alert::evidence::EvidenceRing;
 use crate::alert::Alert;
 use crate::catalog::Behaviour;
-use crate::config::{ms, CommonSettings, Mode, SecretFetchRateConfig};
-use crate::window::{stable_hash, BaselineSpec, BoundedMap, PaneSpec};
+use crate::config::{CommonSettings, Mode, SecretFetchRateConfig};
+use crate::window::stable_hash;
 
 pub struct SecretFetchRate {
     config: SecretFetchRateConfig,
-    pane: PaneSpec,
-    baseline: BaselineSpec,
-    keys: BoundedMap<u64, BurstKey>,
-    ring: EvidenceRing,
+    core: BurstCore,
 }
 
 impl SecretFetchRate {
     pub fn new(config: SecretFetchRateConfig, ring: usize) -> Self {
-        let window = ms(config.window);
         SecretFetchRate {
-            pane: PaneSpec::new(window, ms(config.pane)),
-            baseline: BaselineSpec {
-                bucket_ms: window,
-                alpha: config.baseline_alpha,
-                warmup_buckets: config.baseline_warmup_buckets,
-                k_sigma: config.baseline_k_sigma,
-                min_count: config.baseline_min_count,
-            },
-            keys: BoundedMap::new(config.max_keys),
-            ring: EvidenceRing::new(ring),
+            core: BurstCore::new(BurstParams {
+                window: config.window,
+                pane: config.pane,
+                baseline_alpha: config.baseline_alpha,
+                baseline_warmup_buckets: config.baseline_warmup_buckets,
+                baseline_k_sigma: config.baseline_k_sigma,
+                baseline_min_count: config.baseline_min_count,
+                max_keys: config.max_keys,
+                evidence_ring: ring,
+            }),
             config,
         }
     }
@@ -69,32 +64,35 @@ impl Detector for SecretFetchRate {
         } else {
             u32::try_from(ev.resources.len()).unwrap_or(u32::MAX).max(1)
         };
-        let state = self.keys.get_or_insert_with(key_hash, t, BurstKey::new);
-        if !state.count.add(&self.pane, t, weight) {
+        let state = self
+            .core
+            .keys
+            .get_or_insert_with(key_hash, t, BurstKey::new);
+        if !state.count.add(&self.core.pane, t, weight) {
             return;
         }
         state.newest = state.newest.max(t);
         let now = state.newest;
-        state.baseline.observe(&self.baseline, t, weight);
+        state.baseline.observe(&self.core.baseline, t, weight);
         let uid = ev.metadata_uid.as_deref();
         if ev.resources.is_empty() {
             // No secret named (a filter-based bulk read): the operation stands in for it.
             state.distinct.add(
-                &self.pane,
+                &self.core.pane,
                 t,
                 stable_hash(&[&ev.api_operation]),
                 c.max_distinct,
             );
-            self.ring.push(key_hash, t, &ev.api_operation, uid);
+            self.core.ring.push(key_hash, t, &ev.api_operation, uid);
         }
         for secret in &ev.resources {
             state
                 .distinct
-                .add(&self.pane, t, stable_hash(&[secret]), c.max_distinct);
-            self.ring.push(key_hash, t, secret, uid);
+                .add(&self.core.pane, t, stable_hash(&[secret]), c.max_distinct);
+            self.core.ring.push(key_hash, t, secret, uid);
         }
-        let count = state.count.total(&self.pane, now);
-        let distinct = state.distinct.distinct(&self.pane, now);
+        let count = state.count.total(&self.core.pane, now);
+        let distinct = state.distinct.distinct(&self.core.pane, now);
         let tripped = if c.count_threshold > 0 && count >= u64::from(c.count_threshold) {
             Some(Tripped {
                 trigger: "count_threshold",
@@ -108,7 +106,7 @@ impl Detector for SecretFetchRate {
         } else if c.baseline {
             state
                 .baseline
-                .threshold(&self.baseline)
+                .threshold(&self.core.baseline)
                 .filter(|th| count as f64 > *th)
                 .map(|th| Tripped {
                     trigger: "baseline",
@@ -142,18 +140,18 @@ impl Detector for SecretFetchRate {
             ev,
             key_hash,
             state,
-            pane: &self.pane,
-            baseline: &self.baseline,
+            pane: &self.core.pane,
+            baseline: &self.core.baseline,
             tripped,
-            ring: &self.ring,
+            ring: &self.core.ring,
             max_samples: ctx.max_samples,
         }));
     }
 
     fn stats(&self) -> DetectorStats {
         DetectorStats {
-            keys: self.keys.len(),
-            evicted: self.keys.evicted(),
+            keys: self.core.keys.len(),
+            evicted: self.core.keys.evicted(),
         }
     }
 }

@@ -396,7 +396,8 @@ fn min_days(text: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use crate::event::{decode_record, CloudEvent, DecodeLimits, Outcome, Provider};
+    use crate::event::test_support::decode;
+    use crate::event::{decode_record, DecodeLimits, Outcome, Provider};
 
     const STOP: &str =
         include_str!("../../tests/fixtures/stratus/aws.defense-evasion.cloudtrail-stop.ndjson");
@@ -407,12 +408,6 @@ mod tests {
         include_str!("../../tests/fixtures/stratus/aws.credential-access.ssm-retrieve-securestring-parameters.ndjson");
     const BATCH: &str =
         include_str!("../../tests/fixtures/stratus/aws.credential-access.secretsmanager-batch-retrieve-secrets.ndjson");
-
-    fn decode(raw: &str) -> Vec<CloudEvent<'_>> {
-        let mut out = Vec::new();
-        decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out).expect("decodes");
-        out
-    }
 
     fn line<'a>(file: &'a str, op: &str) -> &'a str {
         file.lines()

@@ -506,21 +506,8 @@ pub(super) fn sub_cow<'a>(
 
 #[cfg(test)]
 mod tests {
+    use crate::event::test_support::{decode, reason};
     use crate::event::{decode_record, CloudEvent, DecodeLimits, Outcome, Provider};
-
-    fn decode(raw: &str) -> Vec<CloudEvent<'_>> {
-        let mut out = Vec::new();
-        decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out).expect("decodes");
-        out
-    }
-
-    fn reason(raw: &str) -> String {
-        let mut out = Vec::new();
-        let err = decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out)
-            .expect_err("must fail");
-        assert!(out.is_empty());
-        err.reason().into_owned()
-    }
 
     const EVENT_HUB: &str = include_str!(
         "../../tests/fixtures/decoders/azure/diagnostic_settings_delete_eventhub.json"

@@ -445,21 +445,8 @@ fn policy_state(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use crate::event::test_support::{decode, reason};
     use crate::event::{decode_record, CloudEvent, DecodeLimits, Outcome, Provider};
-
-    fn decode(raw: &str) -> Vec<CloudEvent<'_>> {
-        let mut out = Vec::new();
-        decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out).expect("decodes");
-        out
-    }
-
-    fn reason(raw: &str) -> String {
-        let mut out = Vec::new();
-        let err = decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out)
-            .expect_err("must fail");
-        assert!(out.is_empty());
-        err.reason().into_owned()
-    }
 
     const EXPORT: &str = include_str!(
         "../../tests/fixtures/decoders/entra_id/update_ca_policy_diagnostic_export.json"

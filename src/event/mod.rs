@@ -20,6 +20,9 @@ pub mod shape;
 pub mod time;
 pub mod workspace;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;

@@ -342,21 +342,8 @@ fn first_modified_property(raw: &RawValue) -> Result<Option<SettingChange<'_>>, 
 
 #[cfg(test)]
 mod tests {
-    use crate::event::{decode_record, CloudEvent, DecodeLimits, Outcome, Provider};
-
-    fn decode(raw: &str) -> Vec<CloudEvent<'_>> {
-        let mut out = Vec::new();
-        decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out).expect("decodes");
-        out
-    }
-
-    fn reason(raw: &str) -> String {
-        let mut out = Vec::new();
-        let err = decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out)
-            .expect_err("must fail");
-        assert!(out.is_empty());
-        err.reason().into_owned()
-    }
+    use crate::event::test_support::{decode, reason};
+    use crate::event::{decode_record, DecodeLimits, Outcome, Provider};
 
     const AUDIT_OFF: &str =
         include_str!("../../tests/fixtures/decoders/o365/set_admin_audit_log_config_disabled.json");

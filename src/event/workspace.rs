@@ -178,21 +178,8 @@ pub fn decode<'a>(text: &'a str, out: &mut Vec<CloudEvent<'a>>) -> Result<(), De
 
 #[cfg(test)]
 mod tests {
-    use crate::event::{decode_record, CloudEvent, DecodeLimits, Outcome, Provider};
-
-    fn decode(raw: &str) -> Vec<CloudEvent<'_>> {
-        let mut out = Vec::new();
-        decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out).expect("decodes");
-        out
-    }
-
-    fn reason(raw: &str) -> String {
-        let mut out = Vec::new();
-        let err = decode_record(raw.as_bytes(), &DecodeLimits::default(), &mut out)
-            .expect_err("must fail");
-        assert!(out.is_empty());
-        err.reason().into_owned()
-    }
+    use crate::event::test_support::{decode, reason};
+    use crate::event::{decode_record, DecodeLimits, Outcome, Provider};
 
     const CHANGE_SETTING: &str = include_str!(
         "../../tests/fixtures/decoders/google_workspace/change_application_setting.json"
