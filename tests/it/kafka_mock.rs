@@ -389,3 +389,153 @@ fn two_instances_share_the_partitions_and_commit_on_revocation() {
     );
     assert!(c2 > 0, "the second instance got partitions");
 }
+
+/// CloudTrail-like record at epoch ms `t` from `account`.
+fn record_at(t: i64, account: &str, i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"eventTime":"{}","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances","awsRegion":"us-east-1","recipientAccountId":"{account}","eventID":"idle-{i}","userIdentity":{{"arn":"arn:aws:iam::{account}:role/app"}}}}"#,
+        cloudwarden::event::time::format_rfc3339_ms(t)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn when_all_input_stops_event_time_moves_on_and_silence_fires() {
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // One source, active for the last 10 seconds, then nothing at all.
+    let records: Vec<Vec<u8>> = (0..20)
+        .map(|i| record_at(now - 10_000 + i as i64 * 500, "555555555555", i))
+        .collect();
+    produce(&brokers, &records);
+    let mut cfg = config(&brokers, "g5");
+    cfg.time.allowed_lateness = Duration::from_secs(1);
+    cfg.time.check_interval = Duration::from_millis(200);
+    cfg.detectors.log_source_silence.floor = Duration::from_secs(3);
+    cfg.detectors.log_source_silence.resolution = Duration::from_millis(100);
+    cfg.detectors.log_source_silence.min_events = 10;
+    cfg.service.idle_timeout = Duration::from_secs(1);
+    cfg.service.partition_idle_timeout = Duration::from_secs(1);
+    let run = Running::start(cfg);
+    assert!(wait_until(Duration::from_secs(30), || run.consumed()
+        as usize
+        >= records.len()));
+    // No more input: only wall-clock advance of the watermark can reveal the silence.
+    let fired = wait_until(Duration::from_secs(30), || {
+        run.metrics
+            .alerts
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|(d, _)| d == "log_source_silence")
+    });
+    let started = Instant::now();
+    run.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown is bounded (no drop hang)"
+    );
+    assert!(fired, "silence detected with no input at all");
+    let alerts = alerts_of(&read_all(&brokers, ALERTS, 1, Duration::from_secs(10)));
+    let silence = alerts
+        .iter()
+        .find(|a| a.detector == "log_source_silence")
+        .expect("in the alerts topic");
+    assert_eq!(
+        silence.log_source.as_deref(),
+        Some("aws/555555555555/us-east-1/management")
+    );
+}
+
+fn secret_fetch(t: i64, i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"eventTime":"{}","eventSource":"secretsmanager.amazonaws.com","eventName":"GetSecretValue","awsRegion":"us-east-1","recipientAccountId":"666666666666","eventID":"sf-{i}","userIdentity":{{"arn":"arn:aws:iam::666666666666:user/x"}},"requestParameters":{{"secretId":"prod/s{i}"}}}}"#,
+        cloudwarden::event::time::format_rfc3339_ms(t)
+    )
+    .into_bytes()
+}
+
+fn produce_to(brokers: &str, partition: i32, records: &[Vec<u8>]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for r in records {
+        p.send(
+            BaseRecord::<(), _>::to(INPUT)
+                .payload(r.as_slice())
+                .partition(partition),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// The documented state policy on assignment, "warm-up": an instance keeps the window state it
+/// has across a rebalance; a partition's new owner starts its keys empty.
+#[test]
+fn state_policy_on_rebalance_is_warm_up() {
+    let c = cluster(2);
+    let brokers = c.bootstrap_servers();
+    let t0 = 1_767_225_600_000i64;
+    let first = Running::start(config(&brokers, "g6"));
+    // Ten distinct secrets (threshold 15) in partition 0, read by the only member.
+    produce_to(
+        &brokers,
+        0,
+        &(0..10)
+            .map(|i| secret_fetch(t0 + i as i64 * 1000, i))
+            .collect::<Vec<_>>(),
+    );
+    assert!(wait_until(Duration::from_secs(30), || first.consumed() >= 10));
+    let second = Running::start(config(&brokers, "g6"));
+    assert!(
+        wait_until(Duration::from_secs(40), || second
+            .metrics
+            .rebalances
+            .load(Ordering::Relaxed)
+            >= 1),
+        "the second member got an assignment"
+    );
+    let before = (first.consumed(), second.consumed());
+    // Ten more in the same window and partition.
+    produce_to(
+        &brokers,
+        0,
+        &(10..20)
+            .map(|i| secret_fetch(t0 + i as i64 * 1000, i))
+            .collect::<Vec<_>>(),
+    );
+    assert!(wait_until(Duration::from_secs(30), || first.consumed()
+        + second.consumed()
+        >= before.0 + before.1 + 10));
+    let first_kept_partition = first.consumed() > before.0;
+    let (m1, m2) = (first.stop(), second.stop());
+    let fired = |m: &Metrics| {
+        m.alerts
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|(d, _)| d == "secret_fetch_rate")
+    };
+    if first_kept_partition {
+        // Same instance: its windows survived the rebalance, 20 distinct secrets ≥ 15.
+        assert!(fired(&m1), "state kept across the rebalance");
+        let alerts = alerts_of(&read_all(&brokers, ALERTS, 1, Duration::from_secs(10)));
+        let a = alerts
+            .iter()
+            .find(|a| a.detector == "secret_fetch_rate")
+            .unwrap();
+        assert!(a.evidence.distinct_count.unwrap() >= 15);
+    } else {
+        // New owner: warm-up, its window holds only the ten it read itself.
+        assert!(
+            !fired(&m2) && !fired(&m1),
+            "a new owner starts its keys empty"
+        );
+    }
+}
