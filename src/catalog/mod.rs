@@ -503,6 +503,9 @@ pub fn canonical_operation(provider: Provider, op: &str) -> Cow<'_, str> {
 /// `CreateFunction20150331` → `CreateFunction`; `AddPermission20150331v2` → `AddPermission`.
 fn strip_api_version(op: &str) -> &str {
     let b = op.as_bytes();
+    if !b.last().is_some_and(u8::is_ascii_digit) {
+        return op; // most names: no version suffix
+    }
     let mut end = b.len();
     // optional `v<digits>`
     let mut i = end;
