@@ -57,6 +57,9 @@ impl std::hash::Hasher for FastHasher {
     }
 }
 
+/// `BuildHasher` for [`FastHasher`].
+pub type FastBuildHasher = std::hash::BuildHasherDefault<FastHasher>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +71,3 @@ mod tests {
         assert_eq!(stable_hash(&[]), 0x243f_6a88_85a3_08d3);
     }
 }
-
-/// `BuildHasher` for [`FastHasher`].
-pub type FastBuildHasher = std::hash::BuildHasherDefault<FastHasher>;
