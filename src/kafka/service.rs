@@ -230,6 +230,9 @@ struct Processor {
     last_idle_advance: Instant,
     alerts: Vec<Alert>,
     json: Vec<u8>,
+    /// Interned partitions (no allocation per record) with records consumed since the last
+    /// metrics flush (counters are aggregated, not locked per record).
+    partitions: Vec<(Arc<TopicPartition>, u64)>,
 }
 
 impl Service {
@@ -303,6 +306,7 @@ impl Service {
                 last_idle_advance: Instant::now(),
                 alerts: Vec::new(),
                 json: Vec::new(),
+                partitions: Vec::new(),
                 config,
             },
         })
@@ -368,7 +372,8 @@ impl Service {
         }
     }
 
-    fn publish_metrics(&self) {
+    fn publish_metrics(&mut self) {
+        self.p.flush_counts();
         let m = &self.p.shared.metrics;
         let s = self.p.engine.stats();
         m.events.store(s.events, Ordering::Relaxed);
@@ -416,17 +421,45 @@ impl Service {
 }
 
 impl Processor {
+    /// The interned partition of a message, its consumed count bumped.
+    fn partition_of(&mut self, msg: &BorrowedMessage<'_>) -> Arc<TopicPartition> {
+        let (topic, partition) = (msg.topic(), msg.partition());
+        let i = match self
+            .partitions
+            .iter()
+            .position(|(tp, _)| tp.partition == partition && tp.topic == topic)
+        {
+            Some(i) => i,
+            None => {
+                let tp = TopicPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                };
+                self.partitions.push((Arc::new(tp), 0));
+                self.partitions.len() - 1
+            }
+        };
+        self.partitions[i].1 += 1;
+        self.partitions[i].0.clone()
+    }
+
+    /// Adds the records consumed since the last call to the metrics.
+    fn flush_counts(&mut self) {
+        let m = &self.shared.metrics;
+        for (tp, n) in &mut self.partitions {
+            if *n > 0 {
+                Metrics::add(&m.records_in, &tp.topic, std::mem::take(n));
+            }
+        }
+    }
+
     fn handle(&mut self, msg: &BorrowedMessage<'_>) {
-        let tp = Arc::new(TopicPartition {
-            topic: msg.topic().to_owned(),
-            partition: msg.partition(),
-        });
+        let tp = self.partition_of(msg);
         let offset = msg.offset();
         let consumed = Instant::now();
         self.last_input = consumed;
         let ingested_ms = msg.timestamp().to_millis().unwrap_or_else(now_ms);
         let m = self.shared.metrics.clone();
-        Metrics::add(&m.records_in, msg.topic(), 1);
         let payload = msg.payload().unwrap_or(&[]);
         self.alerts.clear();
         let mut produced = 0u32;
