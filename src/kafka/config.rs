@@ -276,3 +276,58 @@ impl KafkaConfig {
         Ok(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sasl(mechanism: &str) -> KafkaConfig {
+        KafkaConfig {
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl: SaslConfig {
+                mechanism: mechanism.into(),
+                username: "svc".into(),
+                password_env: "CLOUDWARDEN_TEST_SASL_PASSWORD".into(),
+                password_file: String::new(),
+            },
+            ..KafkaConfig::default()
+        }
+    }
+
+    #[test]
+    fn sasl_settings_are_checked_and_named() {
+        assert!(sasl("SCRAM-SHA-512").validate().is_ok());
+        let (key, _) = sasl("SCRAM-SHA-1").validate().unwrap_err();
+        assert_eq!(key, "kafka.sasl.mechanism");
+        let mut both = sasl("PLAIN");
+        both.sasl.password_file = "/run/secrets/pw".into();
+        assert_eq!(both.validate().unwrap_err().0, "kafka.sasl.password_env");
+        let mut leaked = KafkaConfig::default();
+        leaked
+            .consumer
+            .insert("sasl.password".into(), "hunter2".into());
+        assert_eq!(leaked.validate().unwrap_err().0, "kafka.consumer");
+    }
+
+    #[test]
+    fn password_from_env_or_file_never_printed() {
+        std::env::set_var("CLOUDWARDEN_TEST_SASL_PASSWORD", "s3cret-env");
+        let c = sasl("SCRAM-SHA-256");
+        let secret = c.sasl_password().unwrap().unwrap();
+        assert_eq!(secret.expose(), "s3cret-env");
+        assert_eq!(format!("{secret:?}"), "<redacted>");
+        let props = c.common_properties().unwrap();
+        assert!(props.contains(&("sasl.password".into(), "s3cret-env".into())));
+        assert!(props.contains(&("security.protocol".into(), "sasl_ssl".into())));
+
+        let dir = std::env::temp_dir().join(format!("cw-pw-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret-file\n").unwrap();
+        let mut f = sasl("PLAIN");
+        f.sasl.password_env = String::new();
+        f.sasl.password_file = dir.display().to_string();
+        assert_eq!(f.sasl_password().unwrap().unwrap().expose(), "s3cret-file");
+        std::fs::remove_file(&dir).unwrap();
+        let missing = f.sasl_password().unwrap_err();
+        assert!(missing.contains("kafka.sasl.password_file"), "{missing}");
+    }
+}

@@ -250,6 +250,16 @@ commit_interval = "200ms"
     }
     let health = scrape("/health").unwrap_or_default();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // Ready once assigned and caught up (lag comes from librdkafka statistics, every 5 s).
+    let ready_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = scrape("/ready").unwrap_or_default();
+        if ready.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < ready_by, "never ready: {ready}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     let alerts = read_alerts(
         &broker.addr,
