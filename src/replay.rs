@@ -108,9 +108,7 @@ impl RecordReader {
             if trimmed.is_empty() {
                 continue;
             }
-            let ndjson = *self.mode.get_or_insert_with(|| {
-                serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok()
-            });
+            let ndjson = *self.mode.get_or_insert_with(|| looks_like_ndjson(trimmed));
             if ndjson {
                 let len = trimmed.len();
                 let start = trimmed.as_ptr() as usize - buf.as_ptr() as usize;
@@ -131,6 +129,18 @@ impl RecordReader {
             }));
         }
     }
+}
+
+/// Whether an input whose first non-empty line is `first` is NDJSON. A complete JSON value is;
+/// a line that opens a pretty-printed document (`{`, `[`, `{"Records": [`, ...) is not; anything
+/// else (a truncated or garbled first record) is NDJSON too, so one bad line costs one record,
+/// not the whole file.
+fn looks_like_ndjson(first: &[u8]) -> bool {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(first).is_ok() {
+        return true;
+    }
+    let opens_document = matches!(first.last(), Some(b'{' | b'[' | b',' | b':'));
+    !opens_document
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {

@@ -65,6 +65,22 @@ fn cloudtrail_s3_log_file_and_gzip_inputs() {
 }
 
 #[test]
+fn a_broken_first_line_costs_one_record_not_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken-first.ndjson");
+    let good = std::fs::read_to_string(fixture(
+        "stratus/aws.defense-evasion.cloudtrail-stop.ndjson",
+    ))
+    .unwrap();
+    std::fs::write(&path, format!("{{\"eventTime\":\"2024-\n{good}")).unwrap();
+    let mut engine = Engine::new(&Config::default()).unwrap();
+    let alerts = replay_files(&mut engine, &[&path], 1000).unwrap();
+    assert_eq!(engine.stats().events as usize, good.lines().count());
+    assert_eq!(engine.stats().decode_errors.get("not_json"), Some(&1));
+    assert!(alerts.iter().any(|a| a.detector == "log_disable"));
+}
+
+#[test]
 fn deploy_config_is_the_documented_default() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/cloudwarden.toml");
     let file = Config::from_file(std::path::Path::new(path)).unwrap();
