@@ -530,23 +530,44 @@ impl Processor {
         });
         clock.max_event_time = clock.max_event_time.max(t);
         clock.last_record = now;
+        self.recompute_watermark(Some(tp));
+    }
+
+    /// The engine's watermark from the partition clocks: the minimum over partitions heard from
+    /// (or assigned) within `partition_idle_timeout`, minus the allowed lateness. A partition
+    /// assigned but not heard from yet counts as "the beginning of time" until it is idle:
+    /// otherwise a partition read first would make every other one late. When every partition
+    /// is idle, all their data has been read, and the newest partition clock is the bound.
+    fn recompute_watermark(&mut self, current: Option<&Arc<TopicPartition>>) {
+        let now = Instant::now();
         let idle_after = self.config.service.partition_idle_timeout;
         let assigned = lock(&self.shared.assigned);
-        // Partitions assigned but not heard from yet count as "at the beginning of time" until
-        // they are idle: otherwise a partition read first would make every other one late.
-        let combined = assigned
+        let mut active_min: Option<i64> = None;
+        let mut newest: Option<i64> = None;
+        let current = current.map(|tp| (tp.as_ref(), now));
+        let entries = assigned
             .iter()
-            .map(|(atp, at)| match self.clocks.get(atp) {
+            .map(|(tp, at)| (tp, *at))
+            .chain(current)
+            .map(|(tp, at)| match self.clocks.get(tp) {
                 Some(c) => (c.max_event_time, c.last_record),
-                None => (i64::MIN, *at),
-            })
-            .chain(std::iter::once((clock_time(&self.clocks, tp), now)))
-            .filter(|(_, last)| now.duration_since(*last) < idle_after)
-            .map(|(t, _)| t)
-            .min();
+                None => (i64::MIN, at),
+            });
+        for (t, last) in entries {
+            if t > i64::MIN {
+                newest = Some(newest.map_or(t, |n| n.max(t)));
+            }
+            if now.duration_since(last) < idle_after {
+                active_min = Some(active_min.map_or(t, |m| m.min(t)));
+            }
+        }
         drop(assigned);
-        if let Some(min) = combined.filter(|m| *m > i64::MIN) {
-            let wm = min.saturating_sub(self.engine.allowed_lateness_ms());
+        let bound = match active_min {
+            Some(m) => Some(m),
+            None => newest,
+        };
+        if let Some(b) = bound.filter(|b| *b > i64::MIN) {
+            let wm = b.saturating_sub(self.engine.allowed_lateness_ms());
             if wm > self.engine.watermark() {
                 self.advance(wm);
             }
@@ -556,6 +577,8 @@ impl Processor {
     /// No record this poll: if the input has been idle long enough, event time moves with the
     /// wall clock.
     fn idle(&mut self) {
+        // Partitions that went idle stop holding the watermark back.
+        self.recompute_watermark(None);
         let now = Instant::now();
         if now.duration_since(self.last_input) < self.config.service.idle_timeout {
             self.last_idle_advance = now;
@@ -650,10 +673,6 @@ impl Processor {
             self.send(record);
         }
     }
-}
-
-fn clock_time(clocks: &HashMap<Arc<TopicPartition>, PartitionClock>, tp: &TopicPartition) -> i64 {
-    clocks.get(tp).map_or(i64::MIN, |c| c.max_event_time)
 }
 
 /// Keeps the original record's headers on a dead letter (after ours).
