@@ -256,6 +256,7 @@ struct Claims<'a> {
     #[serde(
         rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
         borrow,
+        deserialize_with = "crate::event::opt_cow",
         default
     )]
     upn_uri: Option<Cow<'a, str>>,
@@ -264,6 +265,7 @@ struct Claims<'a> {
     #[serde(
         rename = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
         borrow,
+        deserialize_with = "crate::event::opt_cow",
         default
     )]
     name_uri: Option<Cow<'a, str>>,
@@ -272,6 +274,7 @@ struct Claims<'a> {
     #[serde(
         rename = "http://schemas.microsoft.com/identity/claims/objectidentifier",
         borrow,
+        deserialize_with = "crate::event::opt_cow",
         default
     )]
     oid_uri: Option<Cow<'a, str>>,
@@ -507,7 +510,7 @@ pub(super) fn sub_cow<'a>(
 #[cfg(test)]
 mod tests {
     use crate::event::test_support::{decode, reason};
-    use crate::event::{decode_record, CloudEvent, DecodeLimits, Outcome, Provider};
+    use crate::event::{CloudEvent, Outcome, Provider};
 
     const EVENT_HUB: &str = include_str!(
         "../../tests/fixtures/decoders/azure/diagnostic_settings_delete_eventhub.json"
@@ -645,14 +648,6 @@ mod tests {
 
     #[test]
     fn truncated_and_mangled_records_never_panic() {
-        for raw in [EVENT_HUB, REST, KEY_VAULT, LOG_ANALYTICS] {
-            let bytes = raw.as_bytes();
-            for i in 0..bytes.len() {
-                let mut out = Vec::new();
-                let _ = decode_record(&bytes[..i], &DecodeLimits::default(), &mut out);
-                let mangled = String::from_utf8_lossy(&bytes[..i]).replace(['"', ':'], "");
-                let _ = decode_record(mangled.as_bytes(), &DecodeLimits::default(), &mut out);
-            }
-        }
+        crate::event::test_support::never_panics(&[EVENT_HUB, REST, KEY_VAULT, LOG_ANALYTICS]);
     }
 }

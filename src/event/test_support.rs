@@ -18,3 +18,16 @@ pub fn reason(raw: &str) -> String {
     assert!(out.is_empty());
     err.reason().into_owned()
 }
+
+/// Every prefix of every record, raw and with quotes and colons stripped, decodes without a panic.
+pub fn never_panics(records: &[&str]) {
+    for raw in records {
+        let bytes = raw.as_bytes();
+        for i in 0..bytes.len() {
+            let mut out = Vec::new();
+            let _ = decode_record(&bytes[..i], &DecodeLimits::default(), &mut out);
+            let mangled = String::from_utf8_lossy(&bytes[..i]).replace(['"', ':'], "");
+            let _ = decode_record(mangled.as_bytes(), &DecodeLimits::default(), &mut out);
+        }
+    }
+}
