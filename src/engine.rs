@@ -1,21 +1,28 @@
 //! The engine: one code path from a raw record to emitted alerts, shared by `replay` and the live
 //! service.
 //!
-//! decode → classify (catalog) → watermark → detectors → suppression → out. The engine owns the
-//! watermark: every event moves it (max event time − allowed lateness); when it crosses the next
-//! check point (every `time.check_interval` of event time) the stateful detectors get
-//! `on_watermark` for expiry and silence. The caller owns I/O and ordering; at end of input (or
-//! when the input goes idle) it calls [`Engine::advance_watermark`] or [`Engine::finish`].
+//! decode → watermark → classify (catalog) → route (stage 1, [`Router`]) → detectors and
+//! suppression (stage 2, [`Stateful`]) → out. It is the repartitioned topology of the live
+//! service with the repartition topic taken out: stage 1 hands its output straight to stage 2,
+//! so `replay` runs the very same code as every instance of a scaled-out service.
+//!
+//! The engine owns the watermark: every event moves it (max event time − allowed lateness); when
+//! it crosses the next check point (every `time.check_interval` of event time) the stateful
+//! detectors get `on_watermark` for expiry and silence. The caller owns I/O and ordering; at end
+//! of input (or when the input goes idle) it calls [`Engine::advance_watermark`] or
+//! [`Engine::finish`].
 
-use crate::alert::suppress::Suppressor;
 use crate::alert::Alert;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Matches};
 use crate::config::{ms, Config, ConfigError};
-use crate::detect::{self, AnyDetector, Detector, DetectorStats, EventCtx};
+use crate::detect::{Beat, DetectorSet, DetectorStats, RegionSeen};
 use crate::event::{decode_record, CloudEvent, DecodeError, DecodeLimits};
+use crate::topology::router::{Router, Sink};
+use crate::topology::stateful::Stateful;
 use crate::window::Watermark;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Counters an engine keeps; the live service exports them as metrics.
 #[derive(Debug, Clone, Default)]
@@ -41,15 +48,10 @@ impl EngineStats {
 }
 
 pub struct Engine {
-    catalog: Catalog,
-    detectors: Vec<AnyDetector>,
     watermark: Watermark,
-    suppressor: Suppressor,
     limits: DecodeLimits,
-    check_interval_ms: i64,
-    next_check: Option<i64>,
-    max_samples: usize,
-    raised: Vec<Alert>,
+    router: Router,
+    stateful: Stateful,
     /// Reused decode buffer (see `process_record`).
     events: Vec<CloudEvent<'static>>,
     /// Newest event time of the last record processed.
@@ -57,21 +59,45 @@ pub struct Engine {
     stats: EngineStats,
 }
 
+/// The in-process sink: stage 1 hands its output straight to stage 2.
+struct Local<'a> {
+    stateful: &'a mut Stateful,
+    out: &'a mut Vec<Alert>,
+}
+
+impl Sink for Local<'_> {
+    fn event(
+        &mut self,
+        _route: u64,
+        detectors: DetectorSet,
+        ev: &CloudEvent<'_>,
+        matches: &Matches,
+        late: bool,
+    ) {
+        self.stateful
+            .event(ev, Some(*matches), detectors, late, self.out);
+    }
+
+    fn beat(&mut self, _route: u64, beat: Beat<'_>) {
+        self.stateful.beat(&beat, self.out);
+    }
+
+    fn region(&mut self, _route: u64, region: RegionSeen<'_>) {
+        self.stateful.region(&region);
+    }
+}
+
 impl Engine {
     pub fn new(config: &Config) -> Result<Engine, ConfigError> {
         config.validate()?;
+        let catalog = Arc::new(config.catalog()?);
         Ok(Engine {
-            catalog: config.catalog()?,
-            detectors: detect::build(config),
             watermark: Watermark::new(ms(config.time.allowed_lateness)),
-            suppressor: Suppressor::new(&config.alerts.suppression),
             limits: DecodeLimits {
                 max_record_bytes: config.decode.max_record_bytes,
             },
-            check_interval_ms: ms(config.time.check_interval).max(1),
-            next_check: None,
-            max_samples: config.alerts.max_samples,
-            raised: Vec::new(),
+            router: Router::new(config),
+            stateful: Stateful::new(config, catalog)?,
             events: Vec::new(),
             last_record_time: None,
             stats: EngineStats::default(),
@@ -103,29 +129,21 @@ impl Engine {
         out: &mut Vec<Alert>,
     ) -> Result<usize, DecodeError> {
         self.stats.records += 1;
-        // Reuse the decode buffer's allocation across records of different lifetimes: an empty
-        // Vec is converted in place (same layout, so `collect` keeps the allocation).
-        let mut events: Vec<CloudEvent<'_>> = std::mem::take(&mut self.events)
-            .into_iter()
-            .map(|_| unreachable!("the buffer is empty"))
-            .collect();
-        let result = decode_record(raw, &self.limits, &mut events);
-        let n = events.len();
-        self.last_record_time = events.iter().map(|e| e.time).max();
-        match &result {
-            Ok(()) => {
-                for ev in &events {
-                    self.process(ev, out);
-                }
+        let mut buf = std::mem::take(&mut self.events);
+        let limits = self.limits;
+        let result = with_decoded(raw, &limits, &mut buf, |events| {
+            self.last_record_time = events.iter().map(|e| e.time).max();
+            for ev in events {
+                self.process(ev, out);
             }
-            Err(e) => self.count_decode_error(e),
+            events.len()
+        });
+        self.events = buf;
+        if let Err(e) = &result {
+            self.last_record_time = None;
+            self.count_decode_error(e);
         }
-        events.clear();
-        self.events = events
-            .into_iter()
-            .map(|_| unreachable!("the buffer was cleared"))
-            .collect();
-        result.map(|()| n)
+        result
     }
 
     /// Counts a decode error by reason (for records decoded elsewhere).
@@ -140,26 +158,23 @@ impl Engine {
         if late {
             self.stats.late_events += 1;
         }
-        let ctx = EventCtx {
+        let matches = self.stateful.catalog().classify(ev);
+        self.router.route(
             ev,
-            matches: self.catalog.classify(ev),
-            catalog: &self.catalog,
+            &matches,
             late,
-            watermark: self.watermark.current(),
-            max_samples: self.max_samples,
-        };
-        for d in &mut self.detectors {
-            d.on_event(&ctx, &mut self.raised);
-        }
-        self.maybe_check();
-        self.emit(out);
+            &mut Local {
+                stateful: &mut self.stateful,
+                out,
+            },
+        );
+        self.stateful.advance(self.watermark.current(), out);
     }
 
     /// Moves the watermark forward to `t` (idle input, end of input) and runs the checks.
     pub fn advance_watermark(&mut self, t: i64, out: &mut Vec<Alert>) {
         self.watermark.advance_to(t);
-        self.maybe_check();
-        self.emit(out);
+        self.stateful.advance(self.watermark.current(), out);
     }
 
     /// End of input: the watermark moves to the newest event time seen (lateness no longer
@@ -167,78 +182,33 @@ impl Engine {
     pub fn finish(&mut self, out: &mut Vec<Alert>) {
         if let Some(max) = self.watermark.max_event_time() {
             self.watermark.advance_to(max);
-            let wm = self.watermark.current();
-            for d in &mut self.detectors {
-                d.on_watermark(wm, &mut self.raised);
-            }
-            self.emit(out);
+            self.stateful.finish(self.watermark.current(), out);
         }
     }
 
-    fn maybe_check(&mut self) {
-        let wm = self.watermark.current();
-        if wm == i64::MIN {
-            return;
+    /// Counters, with the alert counts of the stateful stage.
+    pub fn stats(&self) -> EngineStats {
+        let a = self.stateful.stats();
+        EngineStats {
+            alerts: a.alerts.clone(),
+            alerts_by_severity: a.alerts_by_severity.clone(),
+            dry_run_alerts: a.dry_run_alerts,
+            resolved: a.resolved,
+            ..self.stats.clone()
         }
-        let interval = self.check_interval_ms;
-        let next = *self
-            .next_check
-            .get_or_insert(wm.div_euclid(interval) * interval + interval);
-        if wm < next {
-            return;
-        }
-        // Check at the watermark itself; silence alert times derive from each source's own
-        // last event, so skipping intermediate check points changes nothing.
-        for d in &mut self.detectors {
-            d.on_watermark(wm, &mut self.raised);
-        }
-        self.next_check = Some(wm.div_euclid(interval) * interval + interval);
-    }
-
-    fn emit(&mut self, out: &mut Vec<Alert>) {
-        for mut alert in self.raised.drain(..) {
-            if !self.suppressor.admit(&mut alert) {
-                continue;
-            }
-            let detector = crate::detect::DETECTOR_NAMES
-                .iter()
-                .find(|n| **n == alert.detector)
-                .copied()
-                .unwrap_or("unknown");
-            *self.stats.alerts.entry(detector).or_insert(0) += 1;
-            *self
-                .stats
-                .alerts_by_severity
-                .entry(alert.severity.as_str())
-                .or_insert(0) += 1;
-            if alert.dry_run {
-                self.stats.dry_run_alerts += 1;
-            }
-            if alert.status == crate::alert::AlertStatus::Resolved {
-                self.stats.resolved += 1;
-            }
-            out.push(alert);
-        }
-    }
-
-    pub fn stats(&self) -> &EngineStats {
-        &self.stats
     }
 
     pub fn suppressed_total(&self) -> u64 {
-        self.suppressor.suppressed_total()
+        self.stateful.suppressed_total()
     }
 
     pub fn suppressed_pending(&self) -> u64 {
-        self.suppressor.pending_total()
+        self.stateful.suppressed_pending()
     }
 
     /// Keys held and evicted per detector.
     pub fn detector_stats(&self) -> Vec<(&'static str, DetectorStats)> {
-        self.detectors
-            .iter()
-            .map(|d| (d.name(), d.stats()))
-            .collect()
+        self.stateful.detector_stats()
     }
 
     pub fn limits(&self) -> DecodeLimits {
@@ -250,6 +220,28 @@ impl Engine {
     }
 
     pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+        self.stateful.catalog()
     }
+}
+
+/// Decodes `raw` into `buf` (whose allocation is reused across records of any lifetime) and
+/// runs `f` on the events.
+pub fn with_decoded<R>(
+    raw: &[u8],
+    limits: &DecodeLimits,
+    buf: &mut Vec<CloudEvent<'static>>,
+    f: impl FnOnce(&[CloudEvent<'_>]) -> R,
+) -> Result<R, DecodeError> {
+    // An empty Vec is converted in place (same layout, so `collect` keeps the allocation).
+    let mut events: Vec<CloudEvent<'_>> = std::mem::take(buf)
+        .into_iter()
+        .map(|_| unreachable!("the buffer is empty"))
+        .collect();
+    let result = decode_record(raw, limits, &mut events).map(|()| f(&events));
+    events.clear();
+    *buf = events
+        .into_iter()
+        .map(|_| unreachable!("the buffer was cleared"))
+        .collect();
+    result
 }

@@ -14,4 +14,5 @@ pub mod event;
 pub mod kafka;
 pub mod replay;
 pub mod telemetry;
+pub mod topology;
 pub mod window;

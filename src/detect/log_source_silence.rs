@@ -9,17 +9,65 @@
 //!
 //! The alert time and id derive from the source's last event and threshold, not from when the
 //! check ran, so a live run and a replay agree.
+//!
+//! Activity arrives as [`Beat`]s: per-pane summaries (count, first and last event time) of a
+//! source, one pane being `resolution` wide. Summaries of the same pane merge (from several
+//! input partitions, in any order); a pane is applied to the heartbeat once it is *closed* (the
+//! watermark passed its end, or a later pane arrived), in pane order. Because gaps shorter than
+//! `resolution` are never learned, beating at each pane's first and last event learns exactly
+//! what beating at every event would. Silence is judged at `min(watermark, first event of the
+//! open pane)`: every event up to the watermark has been seen, so the answer does not depend on
+//! how the summaries were cut or when they arrived.
 
+use super::Beat;
 use super::{Detector, DetectorStats, EventCtx};
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
 use crate::catalog::Behaviour;
 use crate::config::{ms, CommonSettings, LogSourceSilenceConfig, Mode};
 use crate::event::time::format_rfc3339_ms;
+use crate::event::CloudEvent;
 use crate::event::Provider;
-use crate::window::{stable_hash, BoundedMap, Heartbeat, SilenceSpec};
+use crate::window::{stable_hash, BoundedMap, Heartbeat, Resumed, SilenceSpec};
+use std::borrow::Cow;
+
+/// The log source of an event as a one-event [`Beat`] (the repartition step merges these per
+/// pane before sending them on).
+pub fn beat_of<'a>(ev: &'a CloudEvent<'_>, per_service: bool, resolution_ms: i64) -> Beat<'a> {
+    let service: Option<&str> = per_service.then_some(&*ev.api_service_name);
+    let key = stable_hash(&[
+        ev.cloud_provider.as_str(),
+        &ev.cloud_account_uid,
+        &ev.cloud_region,
+        &ev.metadata_log_name,
+        service.unwrap_or(""),
+    ]);
+    Beat {
+        key,
+        provider: ev.cloud_provider,
+        scope: Cow::Borrowed(&ev.cloud_account_uid),
+        region: Cow::Borrowed(&ev.cloud_region),
+        log_name: Cow::Borrowed(&ev.metadata_log_name),
+        service: service.map(Cow::Borrowed),
+        pane: ev.time.div_euclid(resolution_ms.max(1)),
+        count: 1,
+        min: ev.time,
+        max: ev.time,
+    }
+}
+
+/// The pane being filled.
+#[derive(Clone, Copy)]
+struct OpenPane {
+    pane: i64,
+    count: u32,
+    min: i64,
+    max: i64,
+}
 
 struct Source {
-    heartbeat: Heartbeat,
+    /// `None` until the first pane closes.
+    heartbeat: Option<Heartbeat>,
+    open: Option<OpenPane>,
     provider: Provider,
     scope: Box<str>,
     region: Box<str>,
@@ -140,12 +188,51 @@ impl LogSourceSilence {
     }
 }
 
+/// Applies a closed pane to a source's heartbeat.
+fn apply_pane(source: &mut Source, spec: &SilenceSpec, p: OpenPane) -> Option<Resumed> {
+    match &mut source.heartbeat {
+        None => {
+            source.heartbeat = Some(Heartbeat::from_pane(spec, p.count, p.min, p.max));
+            None
+        }
+        Some(h) => h.beat_pane(spec, p.count, p.min, p.max),
+    }
+}
+
+impl LogSourceSilence {
+    /// The `resolved` record for a source that spoke again.
+    fn resumed(&self, key: u64, resumed: Resumed, out: &mut Vec<Alert>) {
+        if !self.config.emit_recovery {
+            return;
+        }
+        let Some(source) = self.sources.peek(&key) else {
+            return;
+        };
+        if self.config.mode(&source.scope, "") == Mode::Off {
+            return;
+        }
+        let mut details = serde_json::Map::new();
+        details.insert(
+            "silent_for_ms".into(),
+            (resumed.resumed_at - resumed.last_seen).into(),
+        );
+        out.push(self.alert(
+            source,
+            AlertStatus::Resolved,
+            resumed.resumed_at,
+            resumed.last_seen,
+            details,
+            None,
+        ));
+    }
+}
+
 impl Detector for LogSourceSilence {
     fn name(&self) -> &'static str {
         "log_source_silence"
     }
 
-    fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>) {
+    fn on_event(&mut self, ctx: &EventCtx<'_, '_>, _out: &mut Vec<Alert>) {
         if ctx.late {
             return;
         }
@@ -168,63 +255,74 @@ impl Detector for LogSourceSilence {
                 d.event_uid = ev.metadata_uid.as_ref().map(|u| u.to_string());
             }
         }
-        let service: Option<&str> = self.config.per_service.then_some(&*ev.api_service_name);
-        let key = stable_hash(&[
-            ev.cloud_provider.as_str(),
-            &ev.cloud_account_uid,
-            &ev.cloud_region,
-            &ev.metadata_log_name,
-            service.unwrap_or(""),
-        ]);
-        let mut created = false;
-        let source = self.sources.get_or_insert_with(key, t, || {
-            created = true;
-            Source {
-                heartbeat: Heartbeat::new(t),
-                provider: ev.cloud_provider,
-                scope: ev.cloud_account_uid.as_ref().into(),
-                region: ev.cloud_region.as_ref().into(),
-                log_name: ev.metadata_log_name.as_ref().into(),
-                service: service.map(Into::into),
-            }
+    }
+
+    fn on_beat(&mut self, b: &Beat<'_>, out: &mut Vec<Alert>) {
+        let source = self.sources.get_or_insert_with(b.key, b.max, || Source {
+            heartbeat: None,
+            open: None,
+            provider: b.provider,
+            scope: b.scope.as_ref().into(),
+            region: b.region.as_ref().into(),
+            log_name: b.log_name.as_ref().into(),
+            service: b.service.as_deref().map(Into::into),
         });
-        if created {
-            return;
-        }
-        let Some(resumed) = source.heartbeat.beat(&self.spec, t) else {
-            return;
+        let part = OpenPane {
+            pane: b.pane,
+            count: b.count,
+            min: b.min,
+            max: b.max,
         };
-        if !self.config.emit_recovery {
-            return;
+        let apply = match &mut source.open {
+            None => {
+                source.open = Some(part);
+                None
+            }
+            Some(o) if o.pane == part.pane => {
+                o.count = o.count.saturating_add(part.count);
+                o.min = o.min.min(part.min);
+                o.max = o.max.max(part.max);
+                None
+            }
+            // A later pane: the open one is complete.
+            Some(o) if o.pane < part.pane => Some(std::mem::replace(o, part)),
+            // A part of an older pane (out-of-order input): it goes straight to the heartbeat.
+            Some(_) => Some(part),
+        };
+        if let Some(pane) = apply {
+            if let Some(resumed) = apply_pane(source, &self.spec, pane) {
+                self.resumed(b.key, resumed, out);
+            }
         }
-        let mode = self.config.mode(&ev.cloud_account_uid, "");
-        if mode == Mode::Off {
-            return;
-        }
-        let mut details = serde_json::Map::new();
-        details.insert(
-            "silent_for_ms".into(),
-            (resumed.resumed_at - resumed.last_seen).into(),
-        );
-        let source = self.sources.peek(&key).expect("inserted above");
-        out.push(self.alert(
-            source,
-            AlertStatus::Resolved,
-            t,
-            resumed.last_seen,
-            details,
-            None,
-        ));
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Alert>) {
         self.sources
             .sweep_idle(watermark.saturating_sub(ms(self.config.forget_after)));
+        let resolution = self.spec.resolution_ms.max(1);
         let mut silent: Vec<(u64, crate::window::Silence)> = Vec::new();
+        let mut resumed: Vec<(u64, Resumed)> = Vec::new();
         for (key, _, source) in self.sources.iter_mut() {
-            if let Some(s) = source.heartbeat.check(&self.spec, watermark) {
+            if let Some(o) = source.open {
+                if o.pane.saturating_add(1).saturating_mul(resolution) <= watermark {
+                    source.open = None;
+                    if let Some(r) = apply_pane(source, &self.spec, o) {
+                        resumed.push((*key, r));
+                    }
+                }
+            }
+            let at = source.open.map_or(watermark, |o| watermark.min(o.min));
+            if let Some(s) = source
+                .heartbeat
+                .as_mut()
+                .and_then(|h| h.check(&self.spec, at))
+            {
                 silent.push((*key, s));
             }
+        }
+        resumed.sort_by_key(|(key, r)| (r.resumed_at, *key));
+        for (key, r) in resumed {
+            self.resumed(key, r, out);
         }
         // Oldest silence first, so output order does not depend on map order.
         silent.sort_by_key(|(key, s)| (s.last_seen, *key));
@@ -246,7 +344,8 @@ impl Detector for LogSourceSilence {
             details.insert("last_seen".into(), format_rfc3339_ms(s.last_seen).into());
             details.insert("learned_gap_ms".into(), s.learned_gap_ms.into());
             details.insert("threshold_ms".into(), s.threshold_ms.into());
-            details.insert("events_seen".into(), source.heartbeat.events().into());
+            let events = source.heartbeat.as_ref().map_or(0, Heartbeat::events);
+            details.insert("events_seen".into(), events.into());
             if let Some(d) = disable {
                 details.insert(
                     "last_log_disable".into(),

@@ -18,7 +18,110 @@ pub mod secret_fetch_rate;
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
 use crate::catalog::{Behaviour, Catalog, Matches};
 use crate::config::{Config, PerEventConfig};
-use crate::event::CloudEvent;
+use crate::event::{CloudEvent, Provider};
+use std::borrow::Cow;
+
+/// Which key a detector's state is partitioned by: every event a detector needs for one key must
+/// reach the same state owner (the repartition step routes by it, see `topology`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// (provider, scope, principal): per-principal windows and per-principal dedup keys.
+    Principal,
+    /// (provider, scope): per-scope windows, and the log sources of a scope together with the
+    /// scope's log-disable events (the silence alert names the disable that caused it).
+    Scope,
+}
+
+/// A set of detectors, as bits indexed by [`DETECTOR_NAMES`] position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectorSet(pub u16);
+
+impl DetectorSet {
+    pub fn with(self, index: usize) -> Self {
+        DetectorSet(self.0 | 1 << index)
+    }
+
+    pub fn has(self, index: usize) -> bool {
+        self.0 & (1 << index) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Position of a detector name in [`DETECTOR_NAMES`].
+pub fn detector_index(name: &str) -> usize {
+    DETECTOR_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .expect("every detector is registered")
+}
+
+/// A log source's activity in one heartbeat pane (`log_source_silence.resolution` wide): the
+/// number of events and the first and last event time. Silence is judged on these summaries,
+/// which is what lets the repartition step send one record per source and pane rather than one
+/// per event; partial summaries of the same pane (from several input partitions) merge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beat<'a> {
+    /// Stable hash of the source (see `log_source_silence::source_key`).
+    pub key: u64,
+    pub provider: Provider,
+    pub scope: Cow<'a, str>,
+    pub region: Cow<'a, str>,
+    pub log_name: Cow<'a, str>,
+    pub service: Option<Cow<'a, str>>,
+    /// Pane index: `min.div_euclid(resolution)`.
+    pub pane: i64,
+    pub count: u32,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Beat<'_> {
+    pub fn into_owned(self) -> Beat<'static> {
+        Beat {
+            key: self.key,
+            provider: self.provider,
+            scope: Cow::Owned(self.scope.into_owned()),
+            region: Cow::Owned(self.region.into_owned()),
+            log_name: Cow::Owned(self.log_name.into_owned()),
+            service: self.service.map(|s| Cow::Owned(s.into_owned())),
+            pane: self.pane,
+            count: self.count,
+            min: self.min,
+            max: self.max,
+        }
+    }
+
+    /// Adds another summary of the same pane.
+    pub fn merge(&mut self, count: u32, min: i64, max: i64) {
+        self.count = self.count.saturating_add(count);
+        self.min = self.min.min(min);
+        self.max = self.max.max(max);
+    }
+}
+
+/// A region a scope was active in, at (no later than) `time`: what `quota_change` needs of the
+/// events that are not quota requests, to know which regions a scope uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionSeen<'a> {
+    pub provider: Provider,
+    pub scope: Cow<'a, str>,
+    pub region: Cow<'a, str>,
+    pub time: i64,
+}
+
+impl RegionSeen<'_> {
+    pub fn into_owned(self) -> RegionSeen<'static> {
+        RegionSeen {
+            provider: self.provider,
+            scope: Cow::Owned(self.scope.into_owned()),
+            region: Cow::Owned(self.region.into_owned()),
+            time: self.time,
+        }
+    }
+}
 
 /// One event as a detector sees it.
 pub struct EventCtx<'c, 'e> {
@@ -66,6 +169,12 @@ pub trait Detector {
     /// Called when the watermark passes a check point (and at end of input).
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<Alert>) {}
 
+    /// A log source's activity summary (`log_source_silence` only).
+    fn on_beat(&mut self, _beat: &Beat<'_>, _out: &mut Vec<Alert>) {}
+
+    /// A region a scope was active in (`quota_change` only).
+    fn on_region(&mut self, _region: &RegionSeen<'_>) {}
+
     fn stats(&self) -> DetectorStats {
         DetectorStats::default()
     }
@@ -107,8 +216,31 @@ impl Detector for AnyDetector {
         dispatch!(self, d => d.on_watermark(watermark, out))
     }
 
+    fn on_beat(&mut self, beat: &Beat<'_>, out: &mut Vec<Alert>) {
+        dispatch!(self, d => d.on_beat(beat, out))
+    }
+
+    fn on_region(&mut self, region: &RegionSeen<'_>) {
+        dispatch!(self, d => d.on_region(region))
+    }
+
     fn stats(&self) -> DetectorStats {
         dispatch!(self, d => d.stats())
+    }
+}
+
+impl AnyDetector {
+    /// The behaviour whose events this detector reads, how its state is keyed, and whether it
+    /// still wants events older than the watermark (the stateless ones do).
+    pub fn consumes(&self) -> (Behaviour, Route, bool) {
+        match self {
+            AnyDetector::LogDisable(_) => (Behaviour::LogDisable, Route::Scope, true),
+            AnyDetector::LogSourceSilence(_) => (Behaviour::LogDisable, Route::Scope, false),
+            AnyDetector::SecretFetchRate(_) => (Behaviour::SecretFetch, Route::Principal, false),
+            AnyDetector::DiscoveryBurst(_) => (Behaviour::Discovery, Route::Principal, false),
+            AnyDetector::QuotaChange(_) => (Behaviour::QuotaChange, Route::Scope, false),
+            AnyDetector::PerEvent(d) => (d.behaviour(), Route::Principal, true),
+        }
     }
 }
 

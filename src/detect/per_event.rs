@@ -32,6 +32,10 @@ impl PerEvent {
         }
     }
 
+    pub fn behaviour(&self) -> Behaviour {
+        self.behaviour
+    }
+
     fn describe(&self) -> &'static str {
         match self.behaviour {
             Behaviour::TenantSettings => "Tenant-level setting changed",

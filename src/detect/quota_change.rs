@@ -7,7 +7,7 @@
 //! this detector learns the regions of *every* event of the scope (a first-seen set), and only
 //! reports novelty once the scope has been watched for `region_warmup`.
 
-use super::{Detector, DetectorStats, EventCtx};
+use super::{Detector, DetectorStats, EventCtx, RegionSeen};
 use crate::alert::evidence::EvidenceRing;
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence};
 use crate::catalog::Behaviour;
@@ -22,6 +22,19 @@ struct ScopeState {
     regions_armed: bool,
     /// Newest quota-request time: windows are read as of it (see `burst::BurstKey::newest`).
     newest: i64,
+}
+
+impl ScopeState {
+    fn new(t: i64) -> Self {
+        ScopeState {
+            regions: FirstSeen::new(t),
+            requests: SlidingCount::new(),
+            request_regions: SlidingDistinct::new(),
+            count_armed: true,
+            regions_armed: true,
+            newest: i64::MIN,
+        }
+    }
 }
 
 pub struct QuotaChange {
@@ -48,7 +61,7 @@ impl Detector for QuotaChange {
     }
 
     fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>) {
-        if ctx.late {
+        if ctx.late || !ctx.matches.has(Behaviour::QuotaChange) {
             return;
         }
         let ev = ctx.ev;
@@ -57,26 +70,13 @@ impl Detector for QuotaChange {
         let scope_hash = stable_hash(&[ev.cloud_provider.as_str(), &ev.cloud_account_uid]);
         let state = self
             .scopes
-            .get_or_insert_with(scope_hash, t, || ScopeState {
-                regions: FirstSeen::new(t),
-                requests: SlidingCount::new(),
-                request_regions: SlidingDistinct::new(),
-                count_armed: true,
-                regions_armed: true,
-                newest: i64::MIN,
-            });
-        let is_quota = ctx.matches.has(Behaviour::QuotaChange);
+            .get_or_insert_with(scope_hash, t, || ScopeState::new(t));
         let region: &str = ev
             .api_request
             .requested_region
             .as_deref()
-            .filter(|_| is_quota)
             .unwrap_or(&ev.cloud_region);
         let region_hash = stable_hash(&[region]);
-        if !is_quota {
-            state.regions.observe(t, region_hash, 0, c.max_regions);
-            return;
-        }
         let known = state.regions.contains(region_hash);
         let watched_long_enough = t
             >= state
@@ -209,6 +209,21 @@ impl Detector for QuotaChange {
                 instance,
             }));
         }
+    }
+
+    /// Every other event of a scope teaches it a region it uses (the repartition step sends one
+    /// [`RegionSeen`] per scope, region and earliest time, not one per event).
+    fn on_region(&mut self, r: &RegionSeen<'_>) {
+        let scope_hash = stable_hash(&[r.provider.as_str(), &r.scope]);
+        let state = self
+            .scopes
+            .get_or_insert_with(scope_hash, r.time, || ScopeState::new(r.time));
+        state.regions.observe(
+            r.time,
+            stable_hash(&[&r.region]),
+            0,
+            self.config.max_regions,
+        );
     }
 
     fn stats(&self) -> DetectorStats {

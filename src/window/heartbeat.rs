@@ -86,6 +86,35 @@ impl Heartbeat {
         resumed
     }
 
+    /// A source's first pane: `count` events between `min` and `max`.
+    pub fn from_pane(spec: &SilenceSpec, count: u32, min: i64, max: i64) -> Self {
+        let mut hb = Heartbeat::new(min);
+        if max > min {
+            hb.beat(spec, max);
+        }
+        hb.events = count.max(1);
+        hb
+    }
+
+    /// A whole pane of beats: `count` events between `min` and `max` (a pane is shorter than
+    /// `resolution_ms`, so the gaps inside it are bursts, never learned). Beating at the pane's
+    /// first and last event learns exactly the gaps that beating at every event would.
+    pub fn beat_pane(
+        &mut self,
+        spec: &SilenceSpec,
+        count: u32,
+        min: i64,
+        max: i64,
+    ) -> Option<Resumed> {
+        let events = self.events;
+        let resumed = self.beat(spec, min);
+        if max > min {
+            self.beat(spec, max);
+        }
+        self.events = events.saturating_add(count.max(1));
+        resumed
+    }
+
     /// The silence threshold in ms for this source now.
     pub fn threshold_ms(&self, spec: &SilenceSpec) -> i64 {
         let learned = (f64::from(self.gap_ms) * spec.k) as i64;

@@ -1,0 +1,186 @@
+//! Stage 2 of the topology: the detectors, their windows and baselines, suppression, and the
+//! event-time checks. One instance owns the state of the keys routed to it: the whole key space
+//! in the in-process engine (`replay`, or the service without a repartition step), one
+//! repartition partition in the repartitioned service.
+//!
+//! Time is given from outside ([`Stateful::advance`]): the engine's watermark, or the minimum of
+//! the watermark markers of every input partition. When it crosses the next check point (every
+//! `time.check_interval` of event time) the detectors get `on_watermark` for expiry and silence.
+
+use crate::alert::suppress::Suppressor;
+use crate::alert::{Alert, AlertStatus};
+use crate::catalog::{Catalog, Matches};
+use crate::config::{ms, Config, ConfigError};
+use crate::detect::{
+    self, AnyDetector, Beat, Detector, DetectorSet, DetectorStats, EventCtx, RegionSeen,
+};
+use crate::event::CloudEvent;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Counts of what the stateful stage emitted.
+#[derive(Debug, Clone, Default)]
+pub struct AlertStats {
+    pub alerts: BTreeMap<&'static str, u64>,
+    pub alerts_by_severity: BTreeMap<&'static str, u64>,
+    pub dry_run_alerts: u64,
+    pub resolved: u64,
+}
+
+pub struct Stateful {
+    catalog: Arc<Catalog>,
+    /// Each detector with its [`detect::DETECTOR_NAMES`] index.
+    detectors: Vec<(usize, AnyDetector)>,
+    suppressor: Suppressor,
+    check_interval_ms: i64,
+    next_check: Option<i64>,
+    max_samples: usize,
+    watermark: i64,
+    raised: Vec<Alert>,
+    stats: AlertStats,
+}
+
+impl Stateful {
+    pub fn new(config: &Config, catalog: Arc<Catalog>) -> Result<Stateful, ConfigError> {
+        Ok(Stateful {
+            catalog,
+            detectors: detect::build(config)
+                .into_iter()
+                .map(|d| (detect::detector_index(d.name()), d))
+                .collect(),
+            suppressor: Suppressor::new(&config.alerts.suppression),
+            check_interval_ms: ms(config.time.check_interval).max(1),
+            next_check: None,
+            max_samples: config.alerts.max_samples,
+            watermark: i64::MIN,
+            raised: Vec::new(),
+            stats: AlertStats::default(),
+        })
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// One event for the detectors in `detectors`; `matches` is classified here when `None`
+    /// (an event that came over the repartition topic).
+    pub fn event(
+        &mut self,
+        ev: &CloudEvent<'_>,
+        matches: Option<Matches>,
+        detectors: DetectorSet,
+        late: bool,
+        out: &mut Vec<Alert>,
+    ) {
+        let matches = matches.unwrap_or_else(|| self.catalog.classify(ev));
+        let ctx = EventCtx {
+            ev,
+            matches,
+            catalog: &self.catalog,
+            late,
+            watermark: self.watermark,
+            max_samples: self.max_samples,
+        };
+        for (index, d) in &mut self.detectors {
+            if detectors.has(*index) {
+                d.on_event(&ctx, &mut self.raised);
+            }
+        }
+        self.emit(out);
+    }
+
+    pub fn beat(&mut self, beat: &Beat<'_>, out: &mut Vec<Alert>) {
+        for (_, d) in &mut self.detectors {
+            d.on_beat(beat, &mut self.raised);
+        }
+        self.emit(out);
+    }
+
+    pub fn region(&mut self, region: &RegionSeen<'_>) {
+        for (_, d) in &mut self.detectors {
+            d.on_region(region);
+        }
+    }
+
+    /// Moves the watermark forward to `t` (never back) and runs the checks it crosses.
+    pub fn advance(&mut self, t: i64, out: &mut Vec<Alert>) {
+        if t <= self.watermark {
+            return;
+        }
+        self.watermark = t;
+        let interval = self.check_interval_ms;
+        let next = *self
+            .next_check
+            .get_or_insert(t.div_euclid(interval) * interval + interval);
+        if t < next {
+            return;
+        }
+        // Check at the watermark itself; silence alert times derive from each source's own
+        // last event, so skipping intermediate check points changes nothing.
+        for (_, d) in &mut self.detectors {
+            d.on_watermark(t, &mut self.raised);
+        }
+        self.next_check = Some(t.div_euclid(interval) * interval + interval);
+        self.emit(out);
+    }
+
+    /// End of input: every check runs at `t` (the newest event time).
+    pub fn finish(&mut self, t: i64, out: &mut Vec<Alert>) {
+        self.watermark = self.watermark.max(t);
+        let wm = self.watermark;
+        for (_, d) in &mut self.detectors {
+            d.on_watermark(wm, &mut self.raised);
+        }
+        self.emit(out);
+    }
+
+    fn emit(&mut self, out: &mut Vec<Alert>) {
+        for mut alert in self.raised.drain(..) {
+            if !self.suppressor.admit(&mut alert) {
+                continue;
+            }
+            let detector = detect::DETECTOR_NAMES
+                .iter()
+                .find(|n| **n == alert.detector)
+                .copied()
+                .unwrap_or("unknown");
+            *self.stats.alerts.entry(detector).or_insert(0) += 1;
+            *self
+                .stats
+                .alerts_by_severity
+                .entry(alert.severity.as_str())
+                .or_insert(0) += 1;
+            if alert.dry_run {
+                self.stats.dry_run_alerts += 1;
+            }
+            if alert.status == AlertStatus::Resolved {
+                self.stats.resolved += 1;
+            }
+            out.push(alert);
+        }
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    pub fn stats(&self) -> &AlertStats {
+        &self.stats
+    }
+
+    pub fn suppressed_total(&self) -> u64 {
+        self.suppressor.suppressed_total()
+    }
+
+    pub fn suppressed_pending(&self) -> u64 {
+        self.suppressor.pending_total()
+    }
+
+    /// Keys held and evicted per detector.
+    pub fn detector_stats(&self) -> Vec<(&'static str, DetectorStats)> {
+        self.detectors
+            .iter()
+            .map(|(_, d)| (d.name(), d.stats()))
+            .collect()
+    }
+}
