@@ -11,13 +11,15 @@
 //! check ran, so a live run and a replay agree.
 //!
 //! Activity arrives as [`Beat`]s: per-pane summaries (count, first and last event time) of a
-//! source, one pane being `resolution` wide. Summaries of the same pane merge (from several
-//! input partitions, in any order); a pane is applied to the heartbeat once it is *closed* (the
-//! watermark passed its end, or a later pane arrived), in pane order. Because gaps shorter than
-//! `resolution` are never learned, beating at each pane's first and last event learns exactly
-//! what beating at every event would. Silence is judged at `min(watermark, first event of the
-//! open pane)`: every event up to the watermark has been seen, so the answer does not depend on
-//! how the summaries were cut or when they arrived.
+//! source, one pane being `resolution` wide. Summaries of the same pane merge, from any number
+//! of input partitions and in any order. A pane is applied to the heartbeat only once it is
+//! *closed* (the watermark passed its end, so every summary of it has arrived), in pane order.
+//! Because gaps shorter than `resolution` are never learned, beating at each pane's first and last
+//! event learns exactly what beating at every event would. Silence is judged at the last pane
+//! boundary the watermark passed (everything before it is known), and also just before a pane is
+//! applied (a gap that already ended is still an episode). So what fires, and with what content,
+//! does not depend on how summaries were cut, when they arrived, or when checks ran: one
+//! instance, several instances and `replay` agree.
 
 use super::Beat;
 use super::{Detector, DetectorStats, EventCtx};
@@ -67,7 +69,8 @@ struct OpenPane {
 struct Source {
     /// `None` until the first pane closes.
     heartbeat: Option<Heartbeat>,
-    open: Option<OpenPane>,
+    /// Panes not closed yet, oldest first (usually one).
+    open: Vec<OpenPane>,
     provider: Provider,
     scope: Box<str>,
     region: Box<str>,
@@ -89,7 +92,11 @@ impl Source {
     }
 }
 
-/// The last log_disable seen in a scope.
+/// How many recent log_disable events are remembered per scope.
+const DISABLE_HISTORY: usize = 4;
+
+/// A log_disable seen in a scope.
+#[derive(Clone)]
 struct LastDisable {
     time: i64,
     operation: String,
@@ -101,7 +108,9 @@ pub struct LogSourceSilence {
     config: LogSourceSilenceConfig,
     spec: SilenceSpec,
     sources: BoundedMap<u64, Source>,
-    last_disable: BoundedMap<u64, LastDisable>,
+    /// Per scope, the latest log_disable events (newest last): a silence names the latest one
+    /// before it began, whenever it is judged.
+    last_disable: BoundedMap<u64, Vec<LastDisable>>,
 }
 
 impl LogSourceSilence {
@@ -188,17 +197,6 @@ impl LogSourceSilence {
     }
 }
 
-/// Applies a closed pane to a source's heartbeat.
-fn apply_pane(source: &mut Source, spec: &SilenceSpec, p: OpenPane) -> Option<Resumed> {
-    match &mut source.heartbeat {
-        None => {
-            source.heartbeat = Some(Heartbeat::from_pane(spec, p.count, p.min, p.max));
-            None
-        }
-        Some(h) => h.beat_pane(spec, p.count, p.min, p.max),
-    }
-}
-
 impl LogSourceSilence {
     /// The `resolved` record for a source that spoke again.
     fn resumed(&self, key: u64, resumed: Resumed, out: &mut Vec<Alert>) {
@@ -240,59 +238,49 @@ impl Detector for LogSourceSilence {
         let t = ev.time;
         let scope_hash = stable_hash(&[ev.cloud_provider.as_str(), &ev.cloud_account_uid]);
         if ctx.matches.has(Behaviour::LogDisable) {
-            let d = self
+            let history = self
                 .last_disable
-                .get_or_insert_with(scope_hash, t, || LastDisable {
-                    time: t,
-                    operation: String::new(),
-                    principal: String::new(),
-                    event_uid: None,
-                });
-            if t >= d.time {
-                d.time = t;
-                d.operation = ev.api_operation.to_string();
-                d.principal = ev.actor_user_uid.to_string();
-                d.event_uid = ev.metadata_uid.as_ref().map(|u| u.to_string());
+                .get_or_insert_with(scope_hash, t, Vec::new);
+            let d = LastDisable {
+                time: t,
+                operation: ev.api_operation.to_string(),
+                principal: ev.actor_user_uid.to_string(),
+                event_uid: ev.metadata_uid.as_ref().map(|u| u.to_string()),
+            };
+            let at = history.partition_point(|h| h.time <= t);
+            history.insert(at, d);
+            if history.len() > DISABLE_HISTORY {
+                history.remove(0);
             }
         }
     }
 
-    fn on_beat(&mut self, b: &Beat<'_>, out: &mut Vec<Alert>) {
+    fn on_beat(&mut self, b: &Beat<'_>, _out: &mut Vec<Alert>) {
         let source = self.sources.get_or_insert_with(b.key, b.max, || Source {
             heartbeat: None,
-            open: None,
+            open: Vec::new(),
             provider: b.provider,
             scope: b.scope.as_ref().into(),
             region: b.region.as_ref().into(),
             log_name: b.log_name.as_ref().into(),
             service: b.service.as_deref().map(Into::into),
         });
-        let part = OpenPane {
-            pane: b.pane,
-            count: b.count,
-            min: b.min,
-            max: b.max,
-        };
-        let apply = match &mut source.open {
-            None => {
-                source.open = Some(part);
-                None
+        match source.open.binary_search_by_key(&b.pane, |o| o.pane) {
+            Ok(i) => {
+                let o = &mut source.open[i];
+                o.count = o.count.saturating_add(b.count);
+                o.min = o.min.min(b.min);
+                o.max = o.max.max(b.max);
             }
-            Some(o) if o.pane == part.pane => {
-                o.count = o.count.saturating_add(part.count);
-                o.min = o.min.min(part.min);
-                o.max = o.max.max(part.max);
-                None
-            }
-            // A later pane: the open one is complete.
-            Some(o) if o.pane < part.pane => Some(std::mem::replace(o, part)),
-            // A part of an older pane (out-of-order input): it goes straight to the heartbeat.
-            Some(_) => Some(part),
-        };
-        if let Some(pane) = apply {
-            if let Some(resumed) = apply_pane(source, &self.spec, pane) {
-                self.resumed(b.key, resumed, out);
-            }
+            Err(i) => source.open.insert(
+                i,
+                OpenPane {
+                    pane: b.pane,
+                    count: b.count,
+                    min: b.min,
+                    max: b.max,
+                },
+            ),
         }
     }
 
@@ -300,34 +288,42 @@ impl Detector for LogSourceSilence {
         self.sources
             .sweep_idle(watermark.saturating_sub(ms(self.config.forget_after)));
         let resolution = self.spec.resolution_ms.max(1);
-        let mut silent: Vec<(u64, crate::window::Silence)> = Vec::new();
+        // Every pane before this boundary is closed and applied: silence is known up to here.
+        let known_until = watermark.div_euclid(resolution).saturating_mul(resolution);
+        let mut silent: Vec<(u64, crate::window::Silence, u32)> = Vec::new();
         let mut resumed: Vec<(u64, Resumed)> = Vec::new();
         for (key, _, source) in self.sources.iter_mut() {
-            if let Some(o) = source.open {
-                if o.pane.saturating_add(1).saturating_mul(resolution) <= watermark {
-                    source.open = None;
-                    if let Some(r) = apply_pane(source, &self.spec, o) {
-                        resumed.push((*key, r));
+            let closed = source.open.partition_point(|o| {
+                o.pane.saturating_add(1).saturating_mul(resolution) <= watermark
+            });
+            for o in source.open.drain(..closed).collect::<Vec<_>>() {
+                match &mut source.heartbeat {
+                    None => {
+                        source.heartbeat =
+                            Some(Heartbeat::from_pane(&self.spec, o.count, o.min, o.max));
+                    }
+                    Some(h) => {
+                        // A gap that ended with this pane was still a silence episode.
+                        if let Some(s) = h.check(&self.spec, o.min) {
+                            silent.push((*key, s, h.events()));
+                        }
+                        if let Some(r) = h.beat_pane(&self.spec, o.count, o.min, o.max) {
+                            resumed.push((*key, r));
+                        }
                     }
                 }
             }
-            let at = source.open.map_or(watermark, |o| watermark.min(o.min));
-            if let Some(s) = source
-                .heartbeat
-                .as_mut()
-                .and_then(|h| h.check(&self.spec, at))
-            {
-                silent.push((*key, s));
+            if let Some(h) = source.heartbeat.as_mut() {
+                if let Some(s) = h.check(&self.spec, known_until) {
+                    silent.push((*key, s, h.events()));
+                }
             }
         }
+        // Oldest first, so output order does not depend on map order.
+        silent.sort_by_key(|(key, s, _)| (s.last_seen, *key));
         resumed.sort_by_key(|(key, r)| (r.resumed_at, *key));
-        for (key, r) in resumed {
-            self.resumed(key, r, out);
-        }
-        // Oldest silence first, so output order does not depend on map order.
-        silent.sort_by_key(|(key, s)| (s.last_seen, *key));
         let lookback = ms(self.config.lookback);
-        for (key, s) in silent {
+        for (key, s, events) in silent {
             let Some(source) = self.sources.peek(&key) else {
                 continue;
             };
@@ -336,15 +332,16 @@ impl Detector for LogSourceSilence {
             }
             let time = s.last_seen.saturating_add(s.threshold_ms);
             let scope_hash = stable_hash(&[source.provider.as_str(), &source.scope]);
-            let disable = self
-                .last_disable
-                .peek(&scope_hash)
-                .filter(|d| d.time >= s.last_seen.saturating_sub(lookback) && d.time <= time);
+            let disable = self.last_disable.peek(&scope_hash).and_then(|history| {
+                history
+                    .iter()
+                    .rev()
+                    .find(|d| d.time >= s.last_seen.saturating_sub(lookback) && d.time <= time)
+            });
             let mut details = serde_json::Map::new();
             details.insert("last_seen".into(), format_rfc3339_ms(s.last_seen).into());
             details.insert("learned_gap_ms".into(), s.learned_gap_ms.into());
             details.insert("threshold_ms".into(), s.threshold_ms.into());
-            let events = source.heartbeat.as_ref().map_or(0, Heartbeat::events);
             details.insert("events_seen".into(), events.into());
             if let Some(d) = disable {
                 details.insert(
@@ -365,6 +362,9 @@ impl Detector for LogSourceSilence {
                 details,
                 disable,
             ));
+        }
+        for (key, r) in resumed {
+            self.resumed(key, r, out);
         }
     }
 
