@@ -12,3 +12,5 @@
 
 pub mod router;
 pub mod stateful;
+pub mod reorder;
+pub mod wire;
