@@ -50,6 +50,7 @@ pub struct Config {
     pub detectors: DetectorsConfig,
     pub kafka: crate::kafka::config::KafkaConfig,
     pub service: crate::kafka::config::ServiceConfig,
+    pub repartition: crate::kafka::config::RepartitionConfig,
 }
 
 impl Config {
@@ -90,6 +91,9 @@ impl Config {
         self.detectors.validate()?;
         self.kafka
             .validate()
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
+        self.repartition
+            .validate(&self.kafka)
             .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         positive("service.idle_timeout", self.service.idle_timeout)?;
         positive(
@@ -624,6 +628,13 @@ impl DetectorsConfig {
         finite_positive(&format!("{p}.k"), s.k)?;
         ratio(&format!("{p}.alpha"), s.alpha)?;
         positive(&format!("{p}.resolution"), s.resolution)?;
+        if s.floor < s.resolution {
+            // Activity is summarised per `resolution`-wide pane: a shorter silence cannot be seen.
+            return Err(invalid(
+                format!("{p}.floor"),
+                "must be at least `resolution` (activity is tracked per resolution-wide pane)",
+            ));
+        }
         at_least_one(&format!("{p}.max_sources"), s.max_sources)?;
         positive(&format!("{p}.forget_after"), s.forget_after)?;
 

@@ -146,6 +146,96 @@ impl Default for ServiceConfig {
     }
 }
 
+/// `[repartition]`: the internal topic between stage 1 (input partitions) and stage 2 (state
+/// owners). See the README's "Scaling out".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepartitionConfig {
+    /// Route through the repartition topic. Off only when every instance may see a key's events
+    /// on its own partitions (one instance, or input keyed by principal with only principal
+    /// detectors enabled).
+    pub enabled: bool,
+    /// The topic; empty means `<kafka.group_id>-repartition`.
+    pub topic: String,
+    /// Partitions of the topic: the most instances that can share the stateful work.
+    pub partitions: i32,
+    /// Replication factor when the service creates the topic; -1 takes the broker's default.
+    pub replication_factor: i32,
+    /// `retention.ms` of the topic when the service creates it. Records are read within seconds;
+    /// retention only bounds what a stopped group can still catch up on.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Create the topic at start when it is missing.
+    pub create_topic: bool,
+    /// How often (wall clock) each instance sends the watermark of its input partitions to every
+    /// repartition partition.
+    #[serde(with = "humantime_serde")]
+    pub marker_interval: Duration,
+    /// Items a repartition partition may hold while waiting for the watermark; past it the
+    /// oldest is processed early (counted in `cloudwarden_reorder_forced_total`).
+    pub max_buffered: usize,
+}
+
+impl Default for RepartitionConfig {
+    fn default() -> Self {
+        RepartitionConfig {
+            enabled: true,
+            topic: String::new(),
+            partitions: 12,
+            replication_factor: -1,
+            retention: Duration::from_secs(24 * 3600),
+            create_topic: true,
+            marker_interval: Duration::from_millis(200),
+            max_buffered: 200_000,
+        }
+    }
+}
+
+impl RepartitionConfig {
+    /// The topic name for a consumer group.
+    pub fn topic_for(&self, group_id: &str) -> String {
+        if self.topic.is_empty() {
+            format!("{group_id}-repartition")
+        } else {
+            self.topic.clone()
+        }
+    }
+
+    /// Checks the section; the error names the key.
+    pub fn validate(&self, kafka: &KafkaConfig) -> Result<(), (String, String)> {
+        let err = |k: &str, m: &str| Err((format!("repartition.{k}"), m.to_owned()));
+        if !(1..=10_000).contains(&self.partitions) {
+            return err("partitions", "must be between 1 and 10000");
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return err(
+                "replication_factor",
+                "must be -1 (broker default) or at least 1",
+            );
+        }
+        if self.retention.is_zero() {
+            return err("retention", "must be positive");
+        }
+        if self.marker_interval.is_zero() || self.marker_interval > Duration::from_secs(60) {
+            return err("marker_interval", "must be between 1ms and 60s");
+        }
+        if self.max_buffered == 0 {
+            return err("max_buffered", "must be at least 1");
+        }
+        let topic = self.topic_for(&kafka.group_id);
+        if kafka.input_topics.contains(&topic)
+            || topic == kafka.alerts_topic
+            || topic == kafka.dead_letter_topic
+        {
+            return err(
+                "topic",
+                "must differ from the input, alerts and dead-letter topics",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A resolved SASL password; never printed.
 #[derive(Clone)]
 pub struct Secret(String);

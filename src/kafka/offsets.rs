@@ -25,15 +25,21 @@ struct PartitionState {
     pending: BTreeMap<i64, u32>,
     /// The largest offset processed.
     max_processed: Option<i64>,
+    /// Offsets read but not processed yet (stage 2's reorder buffer): not counted as in flight
+    /// (they wait for the watermark, not for the broker), but never committed past.
+    held: BTreeMap<i64, u32>,
     /// The last next-offset handed out by `take_ready`.
     stored: Option<i64>,
 }
 
 impl PartitionState {
     fn next_offset(&self) -> Option<i64> {
-        match self.pending.keys().next() {
-            Some(&first_pending) => Some(first_pending),
-            None => self.max_processed.map(|m| m + 1),
+        let first_pending = self.pending.keys().next().copied();
+        let first_held = self.held.keys().next().copied();
+        match (first_pending, first_held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (None, None) => self.max_processed.map(|m| m + 1),
         }
     }
 }
@@ -75,6 +81,28 @@ impl OffsetTracker {
             self.in_flight = self.in_flight.saturating_sub(1);
             if *n == 0 {
                 state.pending.remove(&offset);
+            }
+        }
+    }
+
+    /// The record at `offset` was read and is held (buffered) until [`OffsetTracker::release`].
+    pub fn hold(&mut self, tp: &TopicPartition, offset: i64) {
+        let state = match self.partitions.get_mut(tp) {
+            Some(s) => s,
+            None => self.partitions.entry(tp.clone()).or_default(),
+        };
+        *state.held.entry(offset).or_insert(0) += 1;
+    }
+
+    /// A held record was processed (its own messages are tracked by `processed`).
+    pub fn release(&mut self, tp: &TopicPartition, offset: i64) {
+        let Some(state) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        if let Some(n) = state.held.get_mut(&offset) {
+            *n -= 1;
+            if *n == 0 {
+                state.held.remove(&offset);
             }
         }
     }
@@ -125,6 +153,27 @@ impl OffsetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_records_block_the_commit_but_not_backpressure() {
+        let tp = TopicPartition {
+            topic: "rep".into(),
+            partition: 0,
+        };
+        let mut t = OffsetTracker::new();
+        t.processed(&tp, 0, 0);
+        t.hold(&tp, 1);
+        t.processed(&tp, 1, 0);
+        t.processed(&tp, 2, 0);
+        assert_eq!(t.next_offset(&tp), Some(1));
+        assert_eq!(t.in_flight(), 0);
+        // Released with one alert to acknowledge.
+        t.processed(&tp, 1, 1);
+        t.release(&tp, 1);
+        assert_eq!(t.next_offset(&tp), Some(1));
+        t.acked(&tp, 1);
+        assert_eq!(t.next_offset(&tp), Some(3));
+    }
     use proptest::prelude::*;
 
     fn tp(p: i32) -> TopicPartition {

@@ -29,10 +29,13 @@
 //! detected when every source goes quiet.
 
 use super::offsets::{OffsetTracker, TopicPartition};
+use super::repartition::Topology;
 use crate::alert::Alert;
 use crate::config::{ms, Config};
 use crate::engine::Engine;
 use crate::telemetry::Metrics;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -67,8 +70,10 @@ struct Ack {
 
 /// State shared by the processing loop, the delivery callback and the rebalance callback (all on
 /// the processing thread, so the locks are never contended).
-struct Shared {
+pub(super) struct Shared {
     tracker: Mutex<OffsetTracker>,
+    /// Partitions revoked since the processing loop last looked (stage 2 drops their state).
+    revoked: Mutex<Vec<TopicPartition>>,
     retries: Mutex<Vec<(OwnedMessage, Box<Ack>)>>,
     /// Assigned partitions and when they were assigned (an unseen partition holds the
     /// watermark back until it sends a record or `partition_idle_timeout` passes).
@@ -171,6 +176,7 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 tracker.remove(&tp);
                 assigned.retain(|(a, _)| *a != tp);
+                lock(&self.shared.revoked).push(tp);
             }
         }
         if store.count() > 0 {
@@ -207,9 +213,9 @@ impl ConsumerContext for ConsumerCtx {
 }
 
 /// A partition's event-time clock.
-struct PartitionClock {
-    max_event_time: i64,
-    last_record: Instant,
+pub(super) struct PartitionClock {
+    pub(super) max_event_time: i64,
+    pub(super) last_record: Instant,
 }
 
 /// The running service: the consumer, and everything a record touches.
@@ -223,13 +229,15 @@ pub struct Service {
 struct Processor {
     config: Config,
     engine: Engine,
+    /// The repartitioned topology (`repartition.enabled`); `None`: the engine runs in process.
+    topology: Option<Topology>,
     producer: Arc<BaseProducer<ProducerCtx>>,
+    em: Emitter,
     shared: Arc<Shared>,
     clocks: HashMap<Arc<TopicPartition>, PartitionClock>,
     last_input: Instant,
     last_idle_advance: Instant,
     alerts: Vec<Alert>,
-    json: Vec<u8>,
     /// Interned partitions (no allocation per record) with records consumed since the last
     /// metrics flush (counters are aggregated, not locked per record).
     partitions: Vec<(Arc<TopicPartition>, u64)>,
@@ -247,6 +255,7 @@ impl Service {
             .map_err(|m| ServiceError::Config("kafka.sasl".into(), m))?;
         let shared = Arc::new(Shared {
             tracker: Mutex::new(OffsetTracker::new()),
+            revoked: Mutex::new(Vec::new()),
             retries: Mutex::new(Vec::new()),
             assigned: Mutex::new(Vec::new()),
             stats_seen: AtomicBool::new(false),
@@ -291,7 +300,21 @@ impl Service {
             producer: producer.clone(),
             drain_timeout: config.service.drain_timeout,
         })?;
-        let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
+        let mut topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
+        let topology = if config.repartition.enabled {
+            let topic = config.repartition.topic_for(&k.group_id);
+            ensure_repartition_topic(&producer, &config, &common, &topic)?;
+            let inputs = input_partitions(&producer, &k.input_topics);
+            Some(Topology::new(&config, topic, inputs)?)
+        } else {
+            if crate::topology::router::Router::new(&config).uses(crate::detect::Route::Scope) {
+                tracing::warn!("repartition is off: each instance sees only its own input partitions, so per-scope detectors (log_disable, log_source_silence, quota_change) are only right with one instance");
+            }
+            None
+        };
+        if let Some(t) = &topology {
+            topics.push(&t.topic);
+        }
         consumer.subscribe(&topics)?;
         let engine = Engine::new(&config)?.with_external_watermark();
         Ok(Service {
@@ -299,13 +322,19 @@ impl Service {
             paused: false,
             p: Processor {
                 engine,
+                topology,
+                em: Emitter {
+                    producer: producer.clone(),
+                    shared: shared.clone(),
+                    alerts_topic: config.kafka.alerts_topic.clone(),
+                    json: Vec::new(),
+                },
                 producer,
                 shared,
                 clocks: HashMap::new(),
                 last_input: Instant::now(),
                 last_idle_advance: Instant::now(),
                 alerts: Vec::new(),
-                json: Vec::new(),
                 partitions: Vec::new(),
                 config,
             },
@@ -317,13 +346,16 @@ impl Service {
         let mut last_metrics = Instant::now();
         while !shutdown.load(Ordering::Relaxed) {
             self.p.producer.poll(Duration::ZERO);
-            self.p.resend_failed();
+            self.p.em.resend_failed();
             self.apply_backpressure();
-            match self.consumer.poll(Duration::from_millis(100)) {
+            let polled = self.consumer.poll(Duration::from_millis(100));
+            self.p.take_revoked();
+            match polled {
                 Some(Ok(msg)) => self.p.handle(&msg),
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => self.p.idle(),
             }
+            self.p.tick();
             self.store_ready();
             if last_metrics.elapsed() >= Duration::from_millis(500) {
                 self.publish_metrics();
@@ -337,10 +369,21 @@ impl Service {
     fn apply_backpressure(&mut self) {
         let in_flight = lock(&self.p.shared.tracker).in_flight();
         let max = self.p.config.service.max_in_flight;
+        // Stage 2 must keep reading: markers release what stage 1's backlog waits on.
+        let repartition = self.p.topology.as_ref().map(|t| t.topic.clone());
         let m = &self.p.shared.metrics;
         m.in_flight.store(in_flight as u64, Ordering::Relaxed);
+        let input_only = |assignment: TopicPartitionList| -> TopicPartitionList {
+            let mut out = TopicPartitionList::new();
+            for e in assignment.elements() {
+                if repartition.as_deref() != Some(e.topic()) {
+                    out.add_partition(e.topic(), e.partition());
+                }
+            }
+            out
+        };
         if !self.paused && in_flight >= max {
-            if let Ok(assignment) = self.consumer.assignment() {
+            if let Ok(assignment) = self.consumer.assignment().map(input_only) {
                 if self.consumer.pause(&assignment).is_ok() {
                     self.paused = true;
                     m.backpressure_pauses.fetch_add(1, Ordering::Relaxed);
@@ -348,7 +391,7 @@ impl Service {
                 }
             }
         } else if self.paused && in_flight <= max / 2 {
-            if let Ok(assignment) = self.consumer.assignment() {
+            if let Ok(assignment) = self.consumer.assignment().map(input_only) {
                 if self.consumer.resume(&assignment).is_ok() {
                     self.paused = false;
                     tracing::info!(in_flight, "backpressure: consumption resumed");
@@ -375,6 +418,18 @@ impl Service {
     fn publish_metrics(&mut self) {
         self.p.flush_counts();
         let m = &self.p.shared.metrics;
+        m.assigned.store(
+            lock(&self.p.shared.assigned).len() as u64,
+            Ordering::Relaxed,
+        );
+        if let Some(t) = &mut self.p.topology {
+            t.publish(m);
+            let assigned = !lock(&self.p.shared.assigned).is_empty();
+            let caught_up = self.p.shared.stats_seen.load(Ordering::Relaxed)
+                && m.total_lag() <= self.p.config.service.ready_max_lag;
+            m.ready.store(assigned && caught_up, Ordering::Relaxed);
+            return;
+        }
         let s = self.p.engine.stats();
         m.events.store(s.events, Ordering::Relaxed);
         m.late_events.store(s.late_events, Ordering::Relaxed);
@@ -398,7 +453,7 @@ impl Service {
         self.p.shared.metrics.ready.store(false, Ordering::Relaxed);
         let deadline = Instant::now() + self.p.config.service.drain_timeout;
         loop {
-            self.p.resend_failed();
+            self.p.em.resend_failed();
             let _ = self.p.producer.flush(Duration::from_millis(200));
             let pending =
                 lock(&self.p.shared.tracker).in_flight() + lock(&self.p.shared.retries).len();
@@ -457,13 +512,47 @@ impl Processor {
         let tp = self.partition_of(msg);
         let offset = msg.offset();
         let consumed = Instant::now();
-        self.last_input = consumed;
+        if self
+            .topology
+            .as_ref()
+            .is_none_or(|t| msg.topic() != t.topic)
+        {
+            self.last_input = consumed;
+        }
         let ingested_ms = msg.timestamp().to_millis().unwrap_or_else(now_ms);
         let m = self.shared.metrics.clone();
         let payload = msg.payload().unwrap_or(&[]);
         self.alerts.clear();
         let mut produced = 0u32;
-        match self.engine.process_record(payload, &mut self.alerts) {
+        let result = match &mut self.topology {
+            Some(t) if msg.topic() == t.topic => {
+                let n = t.stage2(&mut self.em, &tp, offset, payload, &m);
+                lock(&self.shared.tracker).processed(&tp, offset, n);
+                return;
+            }
+            Some(t) => {
+                m.input_bytes
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                let clock = self.clocks.entry(tp.clone()).or_insert(PartitionClock {
+                    max_event_time: i64::MIN,
+                    last_record: consumed,
+                });
+                clock.last_record = consumed;
+                match t.stage1(&self.em, &tp, offset, payload, clock) {
+                    Ok(n) => {
+                        lock(&self.shared.tracker).processed(&tp, offset, n);
+                        return;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => {
+                m.input_bytes
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                self.engine.process_record(payload, &mut self.alerts)
+            }
+        };
+        match result {
             Ok(_) => {
                 let event_time = self.engine.last_record_time();
                 if let Some(t) = event_time {
@@ -471,12 +560,20 @@ impl Processor {
                 }
                 let alerts = std::mem::take(&mut self.alerts);
                 for alert in &alerts {
-                    self.produce_alert(alert, Some((tp.clone(), offset)), ingested_ms, event_time);
+                    self.em.produce_alert_at(
+                        alert,
+                        Some((tp.clone(), offset)),
+                        ingested_ms,
+                        event_time,
+                    );
                     produced += 1;
                 }
                 self.alerts = alerts;
             }
             Err(e) => {
+                if self.topology.is_some() {
+                    self.engine.count_decode_error(&e);
+                }
                 let reason = e.reason();
                 Metrics::add(&m.decode_errors, &reason, 1);
                 m.dead_letters.fetch_add(1, Ordering::Relaxed);
@@ -514,7 +611,7 @@ impl Processor {
                 if let Some(key) = msg.key() {
                     record = record.key(key);
                 }
-                self.send(record);
+                self.em.send(record);
                 produced += 1;
             }
         }
@@ -577,6 +674,9 @@ impl Processor {
     /// No record this poll: if the input has been idle long enough, event time moves with the
     /// wall clock.
     fn idle(&mut self) {
+        if self.topology.is_some() {
+            return;
+        }
         // Partitions that went idle stop holding the watermark back.
         self.recompute_watermark(None);
         let now = Instant::now();
@@ -596,11 +696,50 @@ impl Processor {
         let mut raised = Vec::new();
         self.engine.advance_watermark(wm, &mut raised);
         for alert in &raised {
-            self.produce_alert(alert, None, now_ms(), None);
+            self.em.produce_alert_at(alert, None, now_ms(), None);
         }
     }
 
-    fn produce_alert(
+    /// Stage 2 drops the state of revoked repartition partitions.
+    fn take_revoked(&mut self) {
+        let revoked = std::mem::take(&mut *lock(&self.shared.revoked));
+        if let Some(t) = &mut self.topology {
+            for tp in &revoked {
+                t.revoked(tp);
+            }
+        }
+    }
+
+    /// Markers and due beats (repartitioned topology only).
+    fn tick(&mut self) {
+        if let Some(t) = &mut self.topology {
+            let assigned = lock(&self.shared.assigned).clone();
+            t.tick(&self.em, &assigned, &self.clocks, self.last_input);
+        }
+    }
+}
+
+/// Everything that writes to Kafka from the processing thread: alerts, dead letters,
+/// repartition records, with their acknowledgements tied to the offsets that caused them.
+pub(super) struct Emitter {
+    producer: Arc<BaseProducer<ProducerCtx>>,
+    shared: Arc<Shared>,
+    alerts_topic: String,
+    json: Vec<u8>,
+}
+
+impl Emitter {
+    /// Produces an alert (key = its id), acknowledged against `source`.
+    pub(super) fn produce_alert(
+        &mut self,
+        alert: &Alert,
+        source: Option<(Arc<TopicPartition>, i64)>,
+        event_time: Option<i64>,
+    ) {
+        self.produce_alert_at(alert, source, now_ms(), event_time);
+    }
+
+    fn produce_alert_at(
         &mut self,
         alert: &Alert,
         source: Option<(Arc<TopicPartition>, i64)>,
@@ -616,22 +755,57 @@ impl Processor {
             return;
         }
         let json = std::mem::take(&mut self.json);
-        let topic = self.config.kafka.alerts_topic.clone();
         let ack = Box::new(Ack {
             source,
             ingested_ms,
-            event_time,
+            event_time: event_time.or(Some(alert.time)),
         });
         let headers = OwnedHeaders::new().insert(Header {
             key: "cloudwarden.detector",
             value: Some(alert.detector.as_bytes()),
         });
-        let record = BaseRecord::with_opaque_to(&topic, ack)
+        let record = BaseRecord::with_opaque_to(&self.alerts_topic, ack)
             .key(alert.id.as_bytes())
             .payload(json.as_slice())
             .headers(headers);
         self.send(record);
         self.json = json;
+    }
+
+    /// Produces `payload` to `topic` (to `partition` if given), acknowledged against `source`.
+    pub(super) fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        source: Option<(Arc<TopicPartition>, i64)>,
+    ) {
+        let ack = Box::new(Ack {
+            source,
+            ingested_ms: now_ms(),
+            event_time: None,
+        });
+        let mut record = BaseRecord::with_opaque_to(topic, ack).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.send(record);
+    }
+
+    pub(super) fn hold(&self, tp: &TopicPartition, offset: i64) {
+        lock(&self.shared.tracker).hold(tp, offset);
+    }
+
+    pub(super) fn release(&self, tp: &TopicPartition, offset: i64) {
+        lock(&self.shared.tracker).release(tp, offset);
+    }
+
+    pub(super) fn processed(&self, tp: &TopicPartition, offset: i64, messages: u32) {
+        lock(&self.shared.tracker).processed(tp, offset, messages);
     }
 
     /// Sends, waiting while the producer queue is full (backpressure, not an error).
@@ -670,9 +844,100 @@ impl Processor {
             if let Some(h) = msg.headers() {
                 record = record.headers(h.clone());
             }
+            // Repartition records were sent to a chosen partition: keep it.
+            record = record.partition(msg.partition());
             self.send(record);
         }
     }
+}
+
+/// Creates the repartition topic if it is missing (and allowed to), and checks its partition
+/// count: a different count would send keys to other owners than before.
+fn ensure_repartition_topic(
+    producer: &BaseProducer<ProducerCtx>,
+    config: &Config,
+    common: &[(String, String)],
+    topic: &str,
+) -> Result<(), ServiceError> {
+    let r = &config.repartition;
+    let existing = topic_partitions(producer, topic);
+    match existing {
+        Some(n) if n == r.partitions as usize => return Ok(()),
+        Some(n) => {
+            return Err(ServiceError::Config(
+                "repartition.partitions".into(),
+                format!("topic {topic} exists with {n} partitions, the config says {}: use the topic's count or a new topic", r.partitions),
+            ))
+        }
+        None if !r.create_topic => {
+            return Err(ServiceError::Config(
+                "repartition.create_topic".into(),
+                format!("topic {topic} does not exist and create_topic is false"),
+            ))
+        }
+        None => {}
+    }
+    let mut ac = ClientConfig::new();
+    for (key, v) in common {
+        ac.set(key, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = ac.create()?;
+    let retention = ms(r.retention).to_string();
+    let replication = if r.replication_factor < 0 {
+        TopicReplication::Fixed(-1)
+    } else {
+        TopicReplication::Fixed(r.replication_factor)
+    };
+    let new = NewTopic::new(topic, r.partitions, replication)
+        .set("retention.ms", &retention)
+        .set("cleanup.policy", "delete");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServiceError::Config("repartition.topic".into(), e.to_string()))?;
+    let results = rt.block_on(admin.create_topics(
+        [&new],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))?;
+    for res in results {
+        if let Err((t, code)) = res {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(ServiceError::Config(
+                    "repartition.topic".into(),
+                    format!("cannot create topic {t}: {code}"),
+                ));
+            }
+        }
+    }
+    tracing::info!(
+        topic,
+        partitions = r.partitions,
+        "created the repartition topic"
+    );
+    Ok(())
+}
+
+/// The partition count of a topic, `None` when it does not exist.
+fn topic_partitions(producer: &BaseProducer<ProducerCtx>, topic: &str) -> Option<usize> {
+    let md = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()?;
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len())
+}
+
+/// Every partition of the input topics (stage 2 waits for a marker from each).
+fn input_partitions(producer: &BaseProducer<ProducerCtx>, topics: &[String]) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in topics {
+        if let Some(n) = topic_partitions(producer, t) {
+            out.extend((0..n as i32).map(|p| (t.clone(), p)));
+        }
+    }
+    out
 }
 
 /// Keeps the original record's headers on a dead letter (after ours).

@@ -33,6 +33,13 @@ pub const WATERMARK: &str = "cloudwarden_watermark_ms";
 pub const LATENCY_INGEST: &str = "cloudwarden_ingest_to_alert_ack_seconds";
 pub const LATENCY_EVENT: &str = "cloudwarden_event_to_alert_ack_seconds";
 pub const REBALANCES: &str = "cloudwarden_rebalances_total";
+pub const ASSIGNED: &str = "cloudwarden_assigned_partitions";
+pub const INPUT_BYTES: &str = "cloudwarden_input_bytes_total";
+pub const REPARTITION_OUT: &str = "cloudwarden_repartition_records_out_total";
+pub const REPARTITION_BYTES: &str = "cloudwarden_repartition_bytes_out_total";
+pub const REPARTITION_ERRORS: &str = "cloudwarden_repartition_errors_total";
+pub const REORDER_BUFFERED: &str = "cloudwarden_reorder_buffered";
+pub const REORDER_FORCED: &str = "cloudwarden_reorder_forced_total";
 
 /// Latency quantiles reported.
 const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
@@ -63,6 +70,16 @@ pub struct Metrics {
     /// Partitions assigned and the consumer caught up (see `/ready`).
     pub ready: AtomicBool,
     pub alive: AtomicBool,
+    /// Partitions assigned to this instance (input and repartition).
+    pub assigned: AtomicU64,
+    /// Bytes of input records consumed (not counting the repartition topic).
+    pub input_bytes: AtomicU64,
+    /// Records written to the repartition topic, by kind (event, beat, region, marker).
+    pub repartition_out: Mutex<BTreeMap<String, u64>>,
+    pub repartition_bytes: AtomicU64,
+    pub repartition_errors: Mutex<BTreeMap<String, u64>>,
+    pub reorder_buffered: AtomicU64,
+    pub reorder_forced: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -93,6 +110,13 @@ impl Default for Metrics {
             event_latency: hist(),
             ready: AtomicBool::new(false),
             alive: AtomicBool::new(true),
+            assigned: AtomicU64::new(0),
+            input_bytes: AtomicU64::new(0),
+            repartition_out: Mutex::default(),
+            repartition_bytes: AtomicU64::new(0),
+            repartition_errors: Mutex::default(),
+            reorder_buffered: AtomicU64::new(0),
+            reorder_forced: AtomicU64::new(0),
         }
     }
 }
@@ -300,6 +324,68 @@ impl Metrics {
             out,
             "{WATERMARK} {}",
             self.watermark_ms.load(Ordering::Relaxed)
+        );
+        gauge(
+            &mut out,
+            ASSIGNED,
+            "Partitions assigned to this instance (input and repartition topics).",
+        );
+        let _ = writeln!(out, "{ASSIGNED} {}", self.assigned.load(Ordering::Relaxed));
+        counter(&mut out, INPUT_BYTES, "Bytes of input records consumed.");
+        let _ = writeln!(
+            out,
+            "{INPUT_BYTES} {}",
+            self.input_bytes.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            REPARTITION_OUT,
+            "Records written to the repartition topic, by kind.",
+        );
+        for (kind, n) in lock(&self.repartition_out).iter() {
+            let _ = writeln!(out, "{REPARTITION_OUT}{{kind=\"{}\"}} {n}", escape(kind));
+        }
+        counter(
+            &mut out,
+            REPARTITION_BYTES,
+            "Bytes written to the repartition topic.",
+        );
+        let _ = writeln!(
+            out,
+            "{REPARTITION_BYTES} {}",
+            self.repartition_bytes.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            REPARTITION_ERRORS,
+            "Repartition records that could not be read, by reason (skipped).",
+        );
+        for (reason, n) in lock(&self.repartition_errors).iter() {
+            let _ = writeln!(
+                out,
+                "{REPARTITION_ERRORS}{{reason=\"{}\"}} {n}",
+                escape(reason)
+            );
+        }
+        gauge(
+            &mut out,
+            REORDER_BUFFERED,
+            "Repartitioned items waiting for the watermark before the detectors see them.",
+        );
+        let _ = writeln!(
+            out,
+            "{REORDER_BUFFERED} {}",
+            self.reorder_buffered.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            REORDER_FORCED,
+            "Items released before the watermark because the reorder buffer was full.",
+        );
+        let _ = writeln!(
+            out,
+            "{REORDER_FORCED} {}",
+            self.reorder_forced.load(Ordering::Relaxed)
         );
         for (name, hist, help) in [
             (

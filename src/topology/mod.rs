@@ -10,7 +10,7 @@
 //! record format), so the instance that owns a repartition partition sees every record of its
 //! keys whichever input partition they arrived on.
 
+pub mod reorder;
 pub mod router;
 pub mod stateful;
-pub mod reorder;
 pub mod wire;

@@ -67,7 +67,11 @@ impl<T> Reorder<T> {
 
     /// The next item at or before `watermark`, oldest first.
     pub fn pop_until(&mut self, watermark: i64) -> Option<T> {
-        if self.heap.peek().is_some_and(|Reverse(e)| e.key.0 <= watermark) {
+        if self
+            .heap
+            .peek()
+            .is_some_and(|Reverse(e)| e.key.0 <= watermark)
+        {
             return self.heap.pop().map(|Reverse(e)| e.item);
         }
         None

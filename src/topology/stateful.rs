@@ -58,6 +58,19 @@ impl Stateful {
         })
     }
 
+    /// The detectors that need no event-time order (the stateless ones: `log_disable` and the
+    /// per-event detectors): the repartitioned service runs them as soon as an event arrives,
+    /// the others once the watermark has passed it.
+    pub fn immediate(&self) -> DetectorSet {
+        let mut set = DetectorSet::default();
+        for (index, d) in &self.detectors {
+            if d.consumes().2 {
+                set = set.with(*index);
+            }
+        }
+        set
+    }
+
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
     }

@@ -97,6 +97,7 @@ pub struct Record<'a> {
 
 /// A decoded repartition record.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived, on the stack of one call
 pub enum Item<'a> {
     Event {
         detectors: DetectorSet,
@@ -258,7 +259,10 @@ mod tests {
     #[test]
     fn every_kind_round_trips() {
         let mut buf = Vec::new();
-        let raw = scenario_stream(&Scenario::default()).into_iter().next().unwrap();
+        let raw = scenario_stream(&Scenario::default())
+            .into_iter()
+            .next()
+            .unwrap();
         let mut events = Vec::new();
         crate::event::decode_record(&raw, &Default::default(), &mut events).unwrap();
         let ev = &events[0];
@@ -270,7 +274,10 @@ mod tests {
                 origin,
                 ev: back,
             } => {
-                assert_eq!((detectors, late, origin), (DetectorSet(0b101), true, (3, 42, 1)));
+                assert_eq!(
+                    (detectors, late, origin),
+                    (DetectorSet(0b101), true, (3, 42, 1))
+                );
                 assert_eq!(&back, ev);
             }
             other => panic!("{other:?}"),
@@ -299,7 +306,11 @@ mod tests {
             i: true,
         }];
         encode_markers(&mut buf, &marks);
-        assert!(buf.starts_with(br#"{"v":1,"#), "{}", String::from_utf8_lossy(&buf));
+        assert!(
+            buf.starts_with(br#"{"v":1,"#),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
         match decode(&buf).unwrap() {
             Item::Markers(m) => assert_eq!(m, marks),
             other => panic!("{other:?}"),
@@ -312,7 +323,10 @@ mod tests {
             decode(br#"{"v":2,"x":{}}"#).unwrap_err(),
             WireError::Version(2)
         );
-        assert_eq!(decode(br#"{"v":9,"m":[]}"#).unwrap_err(), WireError::Version(9));
+        assert_eq!(
+            decode(br#"{"v":9,"m":[]}"#).unwrap_err(),
+            WireError::Version(9)
+        );
         assert!(matches!(decode(b"\x00\x01"), Err(WireError::Malformed(_))));
         assert!(matches!(
             decode(br#"{"v":1}"#),

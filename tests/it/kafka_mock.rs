@@ -24,12 +24,17 @@ use std::time::{Duration, Instant};
 const INPUT: &str = "audit";
 const ALERTS: &str = "alerts";
 const DLQ: &str = "dead-letters";
+/// The repartition topic (the mock has no CreateTopics API, so the test makes it).
+const REPARTITION: &str = "repartition";
+const REPARTITION_PARTITIONS: i32 = 4;
 
 fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let c = MockCluster::new(1).expect("mock cluster");
     c.create_topic(INPUT, partitions, 1).unwrap();
     c.create_topic(ALERTS, 1, 1).unwrap();
     c.create_topic(DLQ, 1, 1).unwrap();
+    c.create_topic(REPARTITION, REPARTITION_PARTITIONS, 1)
+        .unwrap();
     c
 }
 
@@ -40,6 +45,11 @@ fn config(brokers: &str, group: &str) -> Config {
     c.kafka.input_topics = vec![INPUT.into()];
     c.kafka.alerts_topic = ALERTS.into();
     c.kafka.dead_letter_topic = DLQ.into();
+    // These tests cover the in-process path's delivery, commits and faults; the repartitioned
+    // topology is tested end to end on Tansu (`scale_out.rs`) and by `repartitioned_service_*`.
+    c.repartition.enabled = false;
+    c.repartition.topic = REPARTITION.into();
+    c.repartition.partitions = REPARTITION_PARTITIONS;
     c.service.commit_interval = Duration::from_millis(200);
     c.service.drain_timeout = Duration::from_secs(10);
     c.kafka

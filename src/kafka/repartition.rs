@@ -1,0 +1,623 @@
+//! The repartitioned topology inside the live service (`[repartition] enabled = true`).
+//!
+//! Every instance runs both stages on one consumer, subscribed to the input topics *and* the
+//! repartition topic, so the consumer group spreads both kinds of partitions over the instances
+//! (as Kafka Streams does with its sub-topologies):
+//!
+//! - **Stage 1**, on input partitions: decode, classify, route ([`Router`]); events for the
+//!   stateful detectors go to the repartition partition of their routing key (principal or
+//!   scope), log-source activity is merged per (input partition, source, pane) and sent when the
+//!   input partition's watermark passes the pane's end, regions a scope uses are sent the first
+//!   time they are seen. Every `repartition.marker_interval`, stage 1 sends each repartition
+//!   partition a marker: the watermark of each input partition it owns (its newest event time −
+//!   allowed lateness), and whether that partition is idle.
+//! - **Stage 2**, on repartition partitions: one [`Stateful`] per partition (windows, baselines,
+//!   suppression). Its watermark is the minimum over input partitions of their latest marker
+//!   (idle ones excluded; when all are idle, the newest), never going back. Events and region
+//!   sightings wait in a [`Reorder`] buffer until the watermark passes them, and are then
+//!   processed in (event time, origin) order: the detectors see the same sequence whatever the
+//!   number of instances. Beats merge per pane and are applied when the watermark closes the pane.
+//!
+//! A marker is sent only after everything its input partition caused before it, on the same
+//! producer, so when stage 2's watermark passes a time, every record up to it has arrived.
+//!
+//! Offsets: an input record is committed once its repartition records are acknowledged; a
+//! repartition record once it left the reorder buffer and its alerts are acknowledged. State is in
+//! memory: a repartition partition that moves to another instance starts empty there (durable
+//! state is the next step), and beats still being merged for a revoked input partition are sent
+//! at the next marker tick.
+
+use super::offsets::TopicPartition;
+use super::service::{Emitter, PartitionClock};
+use crate::alert::Alert;
+use crate::catalog::{Catalog, Matches};
+use crate::config::{ms, Config, ConfigError};
+use crate::detect::{Beat, DetectorSet, DetectorStats, RegionSeen};
+use crate::engine::with_decoded;
+use crate::event::{CloudEvent, DecodeError, DecodeLimits};
+use crate::telemetry::Metrics;
+use crate::topology::reorder::Reorder;
+use crate::topology::router::{Router, Sink};
+use crate::topology::stateful::Stateful;
+use crate::topology::wire::{self, Item, Mark};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A buffered repartition record (re-decoded when released: cheaper than owning an event).
+struct Pending {
+    bytes: Vec<u8>,
+    offset: i64,
+    /// The detectors still to run (the stateless ones ran on arrival).
+    detectors: DetectorSet,
+}
+
+/// The latest marker of one input partition.
+#[derive(Debug, Clone, Copy)]
+struct MarkState {
+    w: i64,
+    idle: bool,
+}
+
+/// Stage 2 of one repartition partition.
+struct Part {
+    stateful: Stateful,
+    immediate: DetectorSet,
+    reorder: Reorder<Pending>,
+    marks: HashMap<(String, i32), MarkState>,
+    assigned_at: Instant,
+    watermark: i64,
+}
+
+/// Counters of what stage 1 wrote.
+#[derive(Debug, Default, Clone)]
+pub struct RepartitionCounts {
+    pub events: u64,
+    pub beats: u64,
+    pub regions: u64,
+    pub markers: u64,
+    pub bytes: u64,
+}
+
+pub struct Topology {
+    pub topic: String,
+    partitions: i32,
+    router: Router,
+    catalog: Arc<Catalog>,
+    config: Config,
+    lateness: i64,
+    resolution: i64,
+    limits: DecodeLimits,
+    decode_buf: Vec<CloudEvent<'static>>,
+    /// Beats being merged: (input partition, source) → (routing key, beat).
+    beats: HashMap<(Arc<TopicPartition>, u64), (u64, Beat<'static>)>,
+    parts: BTreeMap<i32, Part>,
+    /// Input partitions that exist (from metadata at start, plus any a marker names).
+    input_partitions: Vec<(String, i32)>,
+    last_marker: Instant,
+    buf: Vec<u8>,
+    alerts: Vec<Alert>,
+    pub counts: RepartitionCounts,
+    pub events: u64,
+    pub late_events: u64,
+    reported: RepartitionCounts,
+}
+
+impl Topology {
+    pub fn new(
+        config: &Config,
+        topic: String,
+        input_partitions: Vec<(String, i32)>,
+    ) -> Result<Topology, ConfigError> {
+        Ok(Topology {
+            topic,
+            partitions: config.repartition.partitions,
+            router: Router::new(config),
+            catalog: Arc::new(config.catalog()?),
+            lateness: ms(config.time.allowed_lateness),
+            resolution: ms(config.detectors.log_source_silence.resolution).max(1),
+            limits: DecodeLimits {
+                max_record_bytes: config.decode.max_record_bytes,
+            },
+            config: config.clone(),
+            decode_buf: Vec::new(),
+            beats: HashMap::new(),
+            parts: BTreeMap::new(),
+            input_partitions,
+            last_marker: Instant::now(),
+            buf: Vec::new(),
+            alerts: Vec::new(),
+            counts: RepartitionCounts::default(),
+            events: 0,
+            late_events: 0,
+            reported: RepartitionCounts::default(),
+        })
+    }
+
+    /// Stage 1: one input record. Returns the messages it caused (for the offset tracker).
+    pub(super) fn stage1(
+        &mut self,
+        em: &Emitter,
+        tp: &Arc<TopicPartition>,
+        offset: i64,
+        payload: &[u8],
+        clock: &mut PartitionClock,
+    ) -> Result<u32, DecodeError> {
+        let mut produced = 0u32;
+        let lateness = self.lateness;
+        let limits = self.limits;
+        let mut decode_buf = std::mem::take(&mut self.decode_buf);
+        let Topology {
+            router,
+            catalog,
+            beats,
+            buf,
+            counts,
+            partitions,
+            topic,
+            events: n_events,
+            late_events,
+            ..
+        } = self;
+        let result = with_decoded(payload, &limits, &mut decode_buf, |events| {
+            for (idx, ev) in events.iter().enumerate() {
+                *n_events += 1;
+                let wm = clock.max_event_time.saturating_sub(lateness);
+                let late = clock.max_event_time > i64::MIN && ev.time < wm;
+                if late {
+                    *late_events += 1;
+                }
+                clock.max_event_time = clock.max_event_time.max(ev.time);
+                let matches = catalog.classify(ev);
+                let mut sink = KafkaSink {
+                    em,
+                    topic,
+                    partitions: *partitions,
+                    tp,
+                    offset,
+                    idx: idx as u32,
+                    beats,
+                    buf,
+                    counts,
+                    produced: &mut produced,
+                };
+                router.route(ev, &matches, late, &mut sink);
+            }
+        });
+        self.decode_buf = decode_buf;
+        result.map(|()| produced)
+    }
+
+    /// Every `marker_interval`: send the beats whose pane the input partition's watermark has
+    /// passed, then the markers to every repartition partition.
+    pub(super) fn tick(
+        &mut self,
+        em: &Emitter,
+        assigned: &[(TopicPartition, Instant)],
+        clocks: &HashMap<Arc<TopicPartition>, PartitionClock>,
+        last_input: Instant,
+    ) {
+        let now = Instant::now();
+        if now.duration_since(self.last_marker) < self.config.repartition.marker_interval {
+            return;
+        }
+        self.last_marker = now;
+        let idle_after = self.config.service.partition_idle_timeout;
+        let idle_timeout = self.config.service.idle_timeout;
+        // With no input at all for `idle_timeout`, event time moves with the wall clock, so
+        // silence is still detected when every source goes quiet.
+        let extra = now
+            .duration_since(last_input)
+            .checked_sub(idle_timeout)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut marks: Vec<Mark<'static>> = Vec::new();
+        for (tp, at) in assigned {
+            if tp.topic == self.topic {
+                continue;
+            }
+            let clock = clocks.get(tp);
+            let (w, idle) = match clock.filter(|c| c.max_event_time > i64::MIN) {
+                Some(c) => (
+                    c.max_event_time
+                        .saturating_sub(self.lateness)
+                        .saturating_add(extra),
+                    now.duration_since(c.last_record) >= idle_after,
+                ),
+                None => (i64::MIN, now.duration_since(*at) >= idle_after),
+            };
+            marks.push(Mark {
+                t: Cow::Owned(tp.topic.clone()),
+                p: tp.partition,
+                w,
+                i: idle,
+            });
+        }
+        // Beats first: a marker must never overtake what its partition sent before it.
+        let resolution = self.resolution;
+        let due: Vec<(Arc<TopicPartition>, u64)> = self
+            .beats
+            .iter()
+            .filter(|((tp, _), (_, b))| {
+                let pane_end = b.pane.saturating_add(1).saturating_mul(resolution);
+                match marks
+                    .iter()
+                    .find(|m| m.p == tp.partition && m.t == tp.topic.as_str())
+                {
+                    Some(m) => m.w >= pane_end,
+                    None => true, // no longer ours
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some((route, beat)) = self.beats.remove(&k) {
+                send_beat(
+                    em,
+                    &self.topic,
+                    self.partitions,
+                    &mut self.buf,
+                    &mut self.counts,
+                    route,
+                    &beat,
+                );
+            }
+        }
+        if marks.is_empty() {
+            return;
+        }
+        wire::encode_markers(&mut self.buf, &marks);
+        for p in 0..self.partitions {
+            em.send_to(&self.topic, Some(p), None, &self.buf, None);
+            self.counts.markers += 1;
+            self.counts.bytes += self.buf.len() as u64;
+        }
+    }
+
+    /// Stage 2: one repartition record. Returns the messages it caused, for the record's own
+    /// offset (alerts of released buffered records are tracked against their offsets).
+    pub(super) fn stage2(
+        &mut self,
+        em: &mut Emitter,
+        tp: &Arc<TopicPartition>,
+        offset: i64,
+        payload: &[u8],
+        metrics: &Metrics,
+    ) -> u32 {
+        let part = match self.parts.get_mut(&tp.partition) {
+            Some(p) => p,
+            None => {
+                let stateful = match Stateful::new(&self.config, self.catalog.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "stage 2 state");
+                        return 0;
+                    }
+                };
+                self.parts.entry(tp.partition).or_insert(Part {
+                    immediate: stateful.immediate(),
+                    stateful,
+                    reorder: Reorder::new(self.config.repartition.max_buffered),
+                    marks: HashMap::new(),
+                    assigned_at: Instant::now(),
+                    watermark: i64::MIN,
+                })
+            }
+        };
+        let alerts = &mut self.alerts;
+        alerts.clear();
+        let item = match wire::decode(payload) {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::warn!(partition = tp.partition, offset, error = %e, "skipping repartition record");
+                Metrics::add(&metrics.repartition_errors, e.reason(), 1);
+                return 0;
+            }
+        };
+        match item {
+            Item::Event {
+                detectors,
+                late,
+                origin,
+                ev,
+            } => {
+                if late || ev.time < part.watermark {
+                    part.stateful.event(&ev, None, detectors, true, alerts);
+                } else {
+                    // Stateless detectors now (an alert on StopLogging must not wait for the
+                    // watermark); the stateful ones in event-time order.
+                    let now = DetectorSet(detectors.0 & part.immediate.0);
+                    let later = DetectorSet(detectors.0 & !part.immediate.0);
+                    if !now.is_empty() {
+                        part.stateful.event(&ev, None, now, false, alerts);
+                    }
+                    if !later.is_empty() {
+                        let pending = Pending {
+                            bytes: payload.to_vec(),
+                            offset,
+                            detectors: later,
+                        };
+                        em.hold(tp, offset);
+                        if let Some(p) = part.reorder.push(ev.time, origin, pending) {
+                            release(part, em, tp, p);
+                        }
+                    }
+                }
+            }
+            Item::Region(r, origin) => {
+                if r.time < part.watermark {
+                    part.stateful.region(&r);
+                } else {
+                    em.hold(tp, offset);
+                    let pending = Pending {
+                        bytes: payload.to_vec(),
+                        offset,
+                        detectors: DetectorSet::default(),
+                    };
+                    if let Some(p) = part.reorder.push(r.time, origin, pending) {
+                        release(part, em, tp, p);
+                    }
+                }
+            }
+            Item::Beat(b) => part.stateful.beat(&b, alerts),
+            Item::Markers(marks) => {
+                for m in marks {
+                    let key = (m.t.into_owned(), m.p);
+                    if !self.input_partitions.contains(&key) {
+                        self.input_partitions.push(key.clone());
+                    }
+                    let state = part.marks.entry(key).or_insert(MarkState {
+                        w: i64::MIN,
+                        idle: m.i,
+                    });
+                    state.w = state.w.max(m.w);
+                    state.idle = m.i;
+                }
+                let wm = stage2_watermark(
+                    part,
+                    &self.input_partitions,
+                    self.config.service.partition_idle_timeout,
+                );
+                if wm > part.watermark {
+                    part.watermark = wm;
+                    while let Some(p) = part.reorder.pop_until(wm) {
+                        release(part, em, tp, p);
+                    }
+                    part.stateful.advance(wm, alerts);
+                }
+            }
+        }
+        let mut produced = 0;
+        for a in alerts.drain(..) {
+            em.produce_alert(&a, Some((tp.clone(), offset)), None);
+            produced += 1;
+        }
+        produced
+    }
+
+    /// Drops stage 2 state of revoked repartition partitions.
+    pub fn revoked(&mut self, tp: &TopicPartition) {
+        if tp.topic == self.topic && self.parts.remove(&tp.partition).is_some() {
+            tracing::info!(
+                partition = tp.partition,
+                "repartition partition revoked: its window state is dropped (warm-up policy)"
+            );
+        }
+    }
+
+    /// Publishes counters to the metrics.
+    pub fn publish(&mut self, m: &Metrics) {
+        let c = &self.counts;
+        let r = &mut self.reported;
+        for (kind, now, before) in [
+            ("event", c.events, &mut r.events),
+            ("beat", c.beats, &mut r.beats),
+            ("region", c.regions, &mut r.regions),
+            ("marker", c.markers, &mut r.markers),
+        ] {
+            if now > *before {
+                Metrics::add(&m.repartition_out, kind, now - *before);
+                *before = now;
+            }
+        }
+        m.repartition_bytes.store(c.bytes, Ordering::Relaxed);
+        m.events.store(self.events, Ordering::Relaxed);
+        m.late_events.store(self.late_events, Ordering::Relaxed);
+        let buffered: usize = self.parts.values().map(|p| p.reorder.len()).sum();
+        let forced: u64 = self.parts.values().map(|p| p.reorder.forced()).sum();
+        m.reorder_buffered.store(buffered as u64, Ordering::Relaxed);
+        m.reorder_forced.store(forced, Ordering::Relaxed);
+        let suppressed: u64 = self
+            .parts
+            .values()
+            .map(|p| p.stateful.suppressed_total())
+            .sum();
+        m.suppressed.store(suppressed, Ordering::Relaxed);
+        if let Some(wm) = self.parts.values().map(|p| p.watermark).min() {
+            m.watermark_ms.store(wm, Ordering::Relaxed);
+        }
+        let mut keys: BTreeMap<&'static str, DetectorStats> = BTreeMap::new();
+        for p in self.parts.values() {
+            for (name, s) in p.stateful.detector_stats() {
+                let e = keys.entry(name).or_default();
+                e.keys += s.keys;
+                e.evicted += s.evicted;
+            }
+        }
+        for (detector, st) in keys {
+            Metrics::set_gauge(&m.keys, detector, st.keys as u64);
+            Metrics::set_gauge(&m.evicted, detector, st.evicted);
+        }
+    }
+
+    /// Repartition partitions whose state this instance holds.
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        self.parts.keys().copied().collect()
+    }
+}
+
+/// Processes a record that left the reorder buffer; its alerts are tracked against its offset.
+fn release(part: &mut Part, em: &mut Emitter, tp: &Arc<TopicPartition>, p: Pending) {
+    let mut out = Vec::new();
+    match wire::decode(&p.bytes) {
+        Ok(Item::Event { ev, .. }) => {
+            part.stateful.event(&ev, None, p.detectors, false, &mut out);
+        }
+        Ok(Item::Region(r, _)) => part.stateful.region(&r),
+        _ => {}
+    }
+    for a in &out {
+        em.produce_alert(a, Some((tp.clone(), p.offset)), None);
+    }
+    em.processed(tp, p.offset, out.len() as u32);
+    em.release(tp, p.offset);
+}
+
+/// Stage 2's watermark for one repartition partition: the minimum over input partitions of their
+/// latest marker. An input partition not heard from yet holds it back until
+/// `partition_idle_timeout` after this partition was assigned; idle ones do not hold it back;
+/// when every one is idle, the newest bounds it.
+fn stage2_watermark(part: &Part, inputs: &[(String, i32)], idle_after: Duration) -> i64 {
+    let mut active_min: Option<i64> = None;
+    let mut newest: Option<i64> = None;
+    for key in inputs {
+        match part.marks.get(key) {
+            None => {
+                if part.assigned_at.elapsed() < idle_after {
+                    return i64::MIN;
+                }
+            }
+            Some(m) => {
+                if m.w > i64::MIN {
+                    newest = Some(newest.map_or(m.w, |n| n.max(m.w)));
+                }
+                if !m.idle {
+                    active_min = Some(active_min.map_or(m.w, |a| a.min(m.w)));
+                }
+            }
+        }
+    }
+    active_min.or(newest).unwrap_or(i64::MIN)
+}
+
+fn send_beat(
+    em: &Emitter,
+    topic: &str,
+    partitions: i32,
+    buf: &mut Vec<u8>,
+    counts: &mut RepartitionCounts,
+    route: u64,
+    beat: &Beat<'_>,
+) {
+    wire::encode_beat(buf, beat);
+    em.send_to(
+        topic,
+        Some(partition_of(route, partitions)),
+        None,
+        buf,
+        None,
+    );
+    counts.beats += 1;
+    counts.bytes += buf.len() as u64;
+}
+
+/// The repartition partition of a routing key.
+pub fn partition_of(route: u64, partitions: i32) -> i32 {
+    // The high bits: the low ones also index the detectors' hash maps.
+    ((route >> 32) % partitions.max(1) as u64) as i32
+}
+
+/// Stage 1's sink: writes the repartition topic.
+struct KafkaSink<'a> {
+    em: &'a Emitter,
+    topic: &'a str,
+    partitions: i32,
+    tp: &'a Arc<TopicPartition>,
+    offset: i64,
+    idx: u32,
+    beats: &'a mut HashMap<(Arc<TopicPartition>, u64), (u64, Beat<'static>)>,
+    buf: &'a mut Vec<u8>,
+    counts: &'a mut RepartitionCounts,
+    produced: &'a mut u32,
+}
+
+impl Sink for KafkaSink<'_> {
+    fn event(
+        &mut self,
+        route: u64,
+        detectors: DetectorSet,
+        ev: &CloudEvent<'_>,
+        _matches: &Matches,
+        late: bool,
+    ) {
+        wire::encode_event(
+            self.buf,
+            detectors,
+            late,
+            (self.tp.partition, self.offset, self.idx),
+            ev,
+        );
+        self.em.send_to(
+            self.topic,
+            Some(partition_of(route, self.partitions)),
+            None,
+            self.buf,
+            Some((self.tp.clone(), self.offset)),
+        );
+        *self.produced += 1;
+        self.counts.events += 1;
+        self.counts.bytes += self.buf.len() as u64;
+    }
+
+    fn beat(&mut self, route: u64, beat: Beat<'_>) {
+        let key = (self.tp.clone(), beat.key);
+        match self.beats.get_mut(&key) {
+            Some((_, b)) if b.pane == beat.pane => b.merge(beat.count, beat.min, beat.max),
+            Some((r, b)) if b.pane < beat.pane => {
+                // The partition moved on to a later pane: the earlier one is complete here.
+                let old = std::mem::replace(b, beat.into_owned());
+                let r = *r;
+                send_beat(
+                    self.em,
+                    self.topic,
+                    self.partitions,
+                    self.buf,
+                    self.counts,
+                    r,
+                    &old,
+                );
+            }
+            Some(_) => send_beat(
+                self.em,
+                self.topic,
+                self.partitions,
+                self.buf,
+                self.counts,
+                route,
+                &beat,
+            ),
+            None => {
+                self.beats.insert(key, (route, beat.into_owned()));
+            }
+        }
+    }
+
+    fn region(&mut self, route: u64, region: RegionSeen<'_>) {
+        wire::encode_region(
+            self.buf,
+            &region,
+            (self.tp.partition, self.offset, self.idx),
+        );
+        self.em.send_to(
+            self.topic,
+            Some(partition_of(route, self.partitions)),
+            None,
+            self.buf,
+            Some((self.tp.clone(), self.offset)),
+        );
+        *self.produced += 1;
+        self.counts.regions += 1;
+        self.counts.bytes += self.buf.len() as u64;
+    }
+}
