@@ -1,94 +1,70 @@
-//! Suppression: a governor rate limiter per (detector, dedup key), driven by event time.
+//! Suppression: a rate limit per (detector, dedup key), in event time.
 //!
 //! An alert that exceeds its key's quota is not emitted, but never silently dropped: it is
 //! counted (`suppressed_total`) and the count per key rolls into the next alert emitted for that
-//! key (`suppressed_count`). The limiter runs on governor's `FakeRelativeClock`, which the
-//! suppressor moves forward to each alert's event time, so a replay suppresses exactly as the live
-//! run did. Keys are bounded: past `max_keys`, idle keys are swept (`retain_recent`), and if that
-//! is not enough the limiter is reset; both count as evictions.
+//! key (`suppressed_count`). The limit is GCRA (the token bucket governor implements), kept per
+//! key with that key's own event time: each key's "theoretical arrival time" moves only with its
+//! own alerts, so whether an alert is suppressed does not depend on other keys' alerts, on the
+//! order they were emitted in, or on which instance owns the key. A replay, one instance or
+//! several suppress the same alerts. (governor's keyed limiter shares one clock between keys, and
+//! an event-time clock cannot go back for an older key, so it is not used here.) Keys are bounded
+//! (`max_keys`): the least recently alerting key is evicted, counted.
 
 use super::Alert;
 use crate::config::SuppressionConfig;
 use crate::window::{stable_hash, BoundedMap};
-use governor::clock::FakeRelativeClock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::keyed::DashMapStateStore;
-use governor::{Quota, RateLimiter};
-use std::num::NonZeroU32;
-use std::time::Duration;
 
-type Limiter = RateLimiter<u64, DashMapStateStore<u64>, FakeRelativeClock, NoOpMiddleware<Nanos>>;
+#[derive(Debug, Clone, Copy)]
+struct KeyState {
+    /// GCRA theoretical arrival time, event-time ms.
+    tat: i64,
+    /// Suppressed since the last emitted alert.
+    pending: u64,
+}
 
 pub struct Suppressor {
-    limiter: Limiter,
-    clock: FakeRelativeClock,
-    quota: Quota,
-    /// Event time the clock's zero corresponds to.
-    epoch: Option<i64>,
-    /// Clock position in event-time ms since `epoch`.
-    position: i64,
-    pending: BoundedMap<u64, u64>,
-    max_keys: usize,
+    /// `period / burst`: one more alert is allowed per this many ms.
+    emission_ms: i64,
+    /// How far ahead of an alert's time the arrival time may run: `(burst - 1) × emission_ms`.
+    tolerance_ms: i64,
+    keys: BoundedMap<u64, KeyState>,
     suppressed_total: u64,
-    evicted: u64,
 }
 
 impl Suppressor {
     pub fn new(config: &SuppressionConfig) -> Self {
-        let burst = NonZeroU32::new(config.burst.max(1)).expect("max(1) is non-zero");
-        let period = config.period.max(Duration::from_millis(1));
-        let quota = Quota::with_period(period / burst.get())
-            .expect("period is positive")
-            .allow_burst(burst);
-        let clock = FakeRelativeClock::default();
+        let burst = i64::from(config.burst.max(1));
+        let period = (config.period.as_millis() as i64).max(1);
+        let emission_ms = (period / burst).max(1);
         Suppressor {
-            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
-            clock,
-            quota,
-            epoch: None,
-            position: 0,
-            pending: BoundedMap::new(config.max_keys),
-            max_keys: config.max_keys,
+            emission_ms,
+            tolerance_ms: emission_ms * (burst - 1),
+            keys: BoundedMap::new(config.max_keys.max(1)),
             suppressed_total: 0,
-            evicted: 0,
         }
     }
 
     /// Whether to emit `alert`; when it is emitted, its `suppressed_count` carries the alerts
     /// suppressed for its key since the last one. Recovery records are never suppressed.
     pub fn admit(&mut self, alert: &mut Alert) -> bool {
-        let key = stable_hash(&[&alert.detector, &alert.dedup_key]);
-        self.advance(alert.time);
         if alert.status == super::AlertStatus::Resolved {
             return true;
         }
-        if self.limiter.len() >= self.max_keys {
-            self.limiter.retain_recent();
-            if self.limiter.len() >= self.max_keys {
-                self.evicted += self.limiter.len() as u64;
-                self.limiter = RateLimiter::dashmap_with_clock(self.quota, self.clock.clone());
-            }
-        }
-        if self.limiter.check_key(&key).is_ok() {
-            if let Some(n) = self.pending.peek_mut(&key) {
-                alert.suppressed_count = std::mem::take(n);
-            }
+        let key = stable_hash(&[&alert.detector, &alert.dedup_key]);
+        let t = alert.time;
+        let state = self.keys.get_or_insert_with(key, t, || KeyState {
+            tat: i64::MIN,
+            pending: 0,
+        });
+        let tat = state.tat.max(t);
+        if tat.saturating_sub(self.tolerance_ms) <= t {
+            state.tat = tat.saturating_add(self.emission_ms);
+            alert.suppressed_count = std::mem::take(&mut state.pending);
             true
         } else {
+            state.pending += 1;
             self.suppressed_total += 1;
-            *self.pending.get_or_insert_with(key, alert.time, || 0) += 1;
             false
-        }
-    }
-
-    fn advance(&mut self, t: i64) {
-        let epoch = *self.epoch.get_or_insert(t);
-        let target = t.saturating_sub(epoch);
-        if target > self.position {
-            self.clock
-                .advance(Duration::from_millis((target - self.position) as u64));
-            self.position = target;
         }
     }
 
@@ -99,14 +75,53 @@ impl Suppressor {
 
     /// Suppressed alerts not yet rolled into an emitted alert, per key.
     pub fn pending_total(&self) -> u64 {
-        self.pending.iter().map(|(_, _, n)| *n).sum()
+        self.keys.iter().map(|(_, _, s)| s.pending).sum()
     }
 
     pub fn keys(&self) -> usize {
-        self.limiter.len()
+        self.keys.len()
     }
 
     pub fn evicted(&self) -> u64 {
-        self.evicted + self.pending.evicted()
+        self.keys.evicted()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn each_key_is_limited_in_its_own_event_time() {
+        let mut s = Suppressor::new(&SuppressionConfig {
+            burst: 2,
+            period: Duration::from_secs(60),
+            max_keys: 10,
+        });
+        let alert = |dedup: &str, t: i64| {
+            let mut a: Alert = serde_json::from_str(
+                include_str!("../../tests/fixtures/log_disable/expected.ndjson")
+                    .lines()
+                    .next()
+                    .unwrap(),
+            )
+            .unwrap();
+            a.dedup_key = dedup.into();
+            a.time = t;
+            a
+        };
+        // Two at once, the third within the period is suppressed.
+        assert!(s.admit(&mut alert("a", 0)));
+        assert!(s.admit(&mut alert("a", 1_000)));
+        assert!(!s.admit(&mut alert("a", 2_000)));
+        // Another key far in the future changes nothing for "a".
+        assert!(s.admit(&mut alert("b", 10_000_000)));
+        assert!(!s.admit(&mut alert("a", 3_000)));
+        // After period/burst, one more, carrying the two suppressed.
+        let mut later = alert("a", 31_000);
+        assert!(s.admit(&mut later));
+        assert_eq!(later.suppressed_count, 2);
+        assert_eq!(s.suppressed_total(), 2);
     }
 }

@@ -164,11 +164,15 @@ impl Topology {
         let result = with_decoded(payload, &limits, &mut decode_buf, |events| {
             for (idx, ev) in events.iter().enumerate() {
                 *n_events += 1;
+                // Lateness is judged by stage 2, against the watermark of all input partitions
+                // (as a Flink operator judges it against the minimum of its inputs): an event
+                // behind its own partition's watermark may still be ahead of everyone's.
+                // Counted here for the metrics only.
                 let wm = clock.max_event_time.saturating_sub(lateness);
-                let late = clock.max_event_time > i64::MIN && ev.time < wm;
-                if late {
+                if clock.max_event_time > i64::MIN && ev.time < wm {
                     *late_events += 1;
                 }
+                let late = false;
                 clock.max_event_time = clock.max_event_time.max(ev.time);
                 let matches = catalog.classify(ev);
                 let mut sink = KafkaSink {
@@ -219,12 +223,18 @@ impl Topology {
             }
             let clock = clocks.get(tp);
             let (w, idle) = match clock.filter(|c| c.max_event_time > i64::MIN) {
-                Some(c) => (
-                    c.max_event_time
-                        .saturating_sub(self.lateness)
-                        .saturating_add(extra),
-                    now.duration_since(c.last_record) >= idle_after,
-                ),
+                Some(c) => {
+                    let idle = now.duration_since(c.last_record) >= idle_after;
+                    // An idle partition has delivered what it had: nothing late is still on its
+                    // way, so its watermark is its newest event time (a stream that ends is
+                    // processed to its last event, as `replay` does).
+                    let lateness = if idle { 0 } else { self.lateness };
+                    let w = c
+                        .max_event_time
+                        .saturating_sub(lateness)
+                        .saturating_add(extra);
+                    (w, idle)
+                }
                 None => (i64::MIN, now.duration_since(*at) >= idle_after),
             };
             marks.push(Mark {
@@ -384,7 +394,7 @@ impl Topology {
                     while let Some(p) = part.reorder.pop_until(wm) {
                         release(part, em, tp, p);
                     }
-                    part.stateful.advance(wm, alerts);
+                    part.stateful.advance_and_check(wm, alerts);
                 }
             }
         }

@@ -11,6 +11,8 @@ mod invictus;
 mod kafka_mock;
 mod malformed;
 mod replay;
+#[cfg(feature = "kafka")]
+mod scale_out;
 mod schema;
 mod stratus;
 #[cfg(feature = "kafka")]

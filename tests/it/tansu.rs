@@ -192,9 +192,15 @@ alerts_topic = "alerts"
 dead_letter_topic = "dead-letters"
 [kafka.consumer]
 "session.timeout.ms" = "10000"
+"fetch.wait.max.ms" = "50"
 [service]
 listen = "127.0.0.1:{metrics_port}"
 commit_interval = "200ms"
+# Input partitions that are done stop holding stateful detection back after 2 s.
+partition_idle_timeout = "2s"
+[repartition]
+replication_factor = 1
+marker_interval = "100ms"
 "#,
             broker.addr
         ),
@@ -229,7 +235,7 @@ commit_interval = "200ms"
     let deadline = Instant::now() + Duration::from_secs(120);
     let consumed = |text: &str| -> u64 {
         text.lines()
-            .filter(|l| l.starts_with("cloudwarden_records_in_total{"))
+            .filter(|l| l.starts_with("cloudwarden_records_in_total{topic=\"audit\"}"))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum()
     };
@@ -264,8 +270,8 @@ commit_interval = "200ms"
     let alerts = read_alerts(
         &broker.addr,
         "alerts",
-        Duration::from_secs(4),
-        Duration::from_secs(60),
+        Duration::from_secs(10),
+        Duration::from_secs(90),
     );
     // SIGTERM: graceful shutdown, exit 0.
     let _ = Command::new("kill")
@@ -291,8 +297,8 @@ commit_interval = "200ms"
             a.id.clone(),
         )
     };
-    // Silence is judged at end of input by replay, but a live service has no end of input: compare
-    // everything else exactly.
+    // Silence is compared between 1, 2 and 3 instances in `scale_out.rs`; against replay it still
+    // differs for a few sources at the end of the stream (see the README, "Scaling out").
     let live: BTreeSet<_> = alerts
         .iter()
         .map(|(a, _)| a)
