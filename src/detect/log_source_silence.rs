@@ -285,8 +285,6 @@ impl Detector for LogSourceSilence {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Alert>) {
-        self.sources
-            .sweep_idle(watermark.saturating_sub(ms(self.config.forget_after)));
         let resolution = self.spec.resolution_ms.max(1);
         // Every pane before this boundary is closed and applied: silence is known up to here.
         let known_until = watermark.div_euclid(resolution).saturating_mul(resolution);
@@ -366,6 +364,10 @@ impl Detector for LogSourceSilence {
         for (key, r) in resumed {
             self.resumed(key, r, out);
         }
+        // Forget long-silent sources only after judging them: the watermark can jump (a
+        // repartitioned group catching up), and a source must not vanish unreported.
+        self.sources
+            .sweep_idle(watermark.saturating_sub(ms(self.config.forget_after)));
     }
 
     fn stats(&self) -> DetectorStats {

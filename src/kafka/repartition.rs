@@ -202,6 +202,7 @@ impl Topology {
         assigned: &[(TopicPartition, Instant)],
         clocks: &HashMap<Arc<TopicPartition>, PartitionClock>,
         last_input: Instant,
+        caught_up: &dyn Fn(&TopicPartition) -> bool,
     ) {
         let now = Instant::now();
         if now.duration_since(self.last_marker) < self.config.repartition.marker_interval {
@@ -222,9 +223,13 @@ impl Topology {
                 continue;
             }
             let clock = clocks.get(tp);
+            // Idle: nothing read for `partition_idle_timeout` *and* nothing left to read (the
+            // consumer's position is at the partition's end). A partition that merely has not
+            // been fetched yet must not let the others' time run past its records.
+            let caught_up = caught_up(tp);
             let (w, idle) = match clock.filter(|c| c.max_event_time > i64::MIN) {
                 Some(c) => {
-                    let idle = now.duration_since(c.last_record) >= idle_after;
+                    let idle = caught_up && now.duration_since(c.last_record) >= idle_after;
                     // An idle partition has delivered what it had: nothing late is still on its
                     // way, so its watermark is its newest event time (a stream that ends is
                     // processed to its last event, as `replay` does).
@@ -235,7 +240,7 @@ impl Topology {
                         .saturating_add(extra);
                     (w, idle)
                 }
-                None => (i64::MIN, now.duration_since(*at) >= idle_after),
+                None => (i64::MIN, caught_up && now.duration_since(*at) >= idle_after),
             };
             marks.push(Mark {
                 t: Cow::Owned(tp.topic.clone()),
@@ -255,7 +260,8 @@ impl Topology {
                     .iter()
                     .find(|m| m.p == tp.partition && m.t == tp.topic.as_str())
                 {
-                    Some(m) => m.w >= pane_end,
+                    // An idle partition has sent everything it had: its open panes go too.
+                    Some(m) => m.i || m.w >= pane_end,
                     None => true, // no longer ours
                 }
             })

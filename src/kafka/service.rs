@@ -355,7 +355,7 @@ impl Service {
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => self.p.idle(),
             }
-            self.p.tick();
+            self.tick();
             self.store_ready();
             if last_metrics.elapsed() >= Duration::from_millis(500) {
                 self.publish_metrics();
@@ -364,6 +364,42 @@ impl Service {
         }
         self.shutdown();
         Ok(())
+    }
+
+    /// Markers and due beats (repartitioned topology only). A partition counts as caught up when
+    /// the consumer's position has reached its end as last seen in a fetch response (librdkafka's
+    /// cached watermarks: no broker round trip).
+    fn tick(&mut self) {
+        let Some(t) = &mut self.p.topology else {
+            return;
+        };
+        let assigned = lock(&self.p.shared.assigned).clone();
+        let positions = self.consumer.position().ok();
+        let consumer = &self.consumer;
+        let caught_up = |tp: &TopicPartition| -> bool {
+            let Some(high) = cached_high_watermark(consumer, tp) else {
+                return false;
+            };
+            let position = positions
+                .as_ref()
+                .and_then(|p| p.find_partition(&tp.topic, tp.partition))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            match position {
+                Some(pos) => pos >= high,
+                // Nothing consumed yet: caught up only if the partition is empty.
+                None => high <= 0,
+            }
+        };
+        t.tick(
+            &self.p.em,
+            &assigned,
+            &self.p.clocks,
+            self.p.last_input,
+            &caught_up,
+        );
     }
 
     fn apply_backpressure(&mut self) {
@@ -709,14 +745,6 @@ impl Processor {
             }
         }
     }
-
-    /// Markers and due beats (repartitioned topology only).
-    fn tick(&mut self) {
-        if let Some(t) = &mut self.topology {
-            let assigned = lock(&self.shared.assigned).clone();
-            t.tick(&self.em, &assigned, &self.clocks, self.last_input);
-        }
-    }
 }
 
 /// Everything that writes to Kafka from the processing thread: alerts, dead letters,
@@ -849,6 +877,27 @@ impl Emitter {
             self.send(record);
         }
     }
+}
+
+/// The end offset of a partition as of the last fetch response (librdkafka's cache,
+/// `rd_kafka_get_watermark_offsets`: no broker round trip; rust-rdkafka only wraps the querying
+/// variant).
+fn cached_high_watermark(consumer: &BaseConsumer<ConsumerCtx>, tp: &TopicPartition) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.topic.as_str()).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives, the topic is a valid C string,
+    // and librdkafka only writes the two out-parameters.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 /// Creates the repartition topic if it is missing (and allowed to), and checks its partition
