@@ -29,6 +29,7 @@ bench: $(TANSU)
 	$(CARGO) bench --bench decode
 	$(CARGO) bench --bench engine
 	TANSU_BIN=$(TANSU) $(CARGO) bench --bench service
+	TANSU_BIN=$(TANSU) $(CARGO) bench --bench scale_out
 	$(CARGO) bench --bench state
 
 ## Tansu, an Apache-Kafka-compatible broker, built once into .tools/ (about 10 minutes on 2 cores;
