@@ -16,11 +16,12 @@
 //!
 //! Rebalance: on revocation, inside the callback, the producer is flushed (bounded by
 //! `service.drain_timeout`), the revoked partitions' safe offsets are stored and committed
-//! synchronously, and their tracking is dropped. State policy on assignment: *warm-up* — window
-//! state is per principal, not per partition, so the engine keeps what it has; keys first seen on
-//! a newly assigned partition start empty and baselines learn again (durable per-partition state
-//! is a later step). Alerts that the previous owner already raised for the same window carry the
-//! same deterministic id, so the SIEM can drop them.
+//! synchronously, and their tracking is dropped. State policy on assignment: *warm-up*. With the
+//! repartition step (the default, `repartition.rs`) window state belongs to repartition
+//! partitions and a moved partition starts empty on its new owner; without it the in-process
+//! engine keeps what it has and keys first seen on a newly assigned partition start empty
+//! (durable per-partition state is a later step). Alerts that the previous owner already raised
+//! for the same window carry the same deterministic id, so the SIEM can drop them.
 //!
 //! Time: each partition has its own event-time clock (newest event time seen); the engine's
 //! watermark is the minimum over partitions that had a record within
