@@ -194,6 +194,11 @@ impl Topology {
         result.map(|()| produced)
     }
 
+    /// Whether a marker tick is due (cheap: checked every loop iteration).
+    pub(super) fn tick_due(&self) -> bool {
+        self.last_marker.elapsed() >= self.config.repartition.marker_interval
+    }
+
     /// Every `marker_interval`: send the beats whose pane the input partition's watermark has
     /// passed, then the markers to every repartition partition.
     pub(super) fn tick(

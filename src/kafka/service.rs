@@ -374,6 +374,9 @@ impl Service {
         let Some(t) = &mut self.p.topology else {
             return;
         };
+        if !t.tick_due() {
+            return;
+        }
         let assigned = lock(&self.p.shared.assigned).clone();
         let positions = self.consumer.position().ok();
         let consumer = &self.consumer;
