@@ -222,6 +222,53 @@ impl Engine {
     pub fn catalog(&self) -> &Catalog {
         self.stateful.catalog()
     }
+
+    /// Turns on change tracking, for [`Engine::checkpoint`].
+    pub fn track_changes(&mut self) {
+        self.stateful.track_changes();
+    }
+
+    /// The state entries changed since the last checkpoint, with the engine's own clock.
+    pub fn checkpoint(&mut self) -> Vec<crate::state::Entry> {
+        let mut out = self.stateful.checkpoint();
+        let max = self.watermark.max_event_time().unwrap_or(i64::MIN);
+        out.push(crate::state::Entry {
+            detector: crate::state::META,
+            table: 1,
+            key: 0,
+            value: Some(crate::state::encode(max, &(max, self.watermark.current()))),
+        });
+        out
+    }
+
+    /// Restores checkpointed entries (oldest checkpoint first); returns the entries that could
+    /// not be read, with why (their keys start fresh).
+    pub fn restore<'e>(
+        &mut self,
+        entries: impl IntoIterator<Item = &'e crate::state::Entry>,
+    ) -> Vec<(crate::state::Entry, crate::state::StateError)> {
+        let mut failed = Vec::new();
+        for e in entries {
+            let result = if e.detector == crate::state::META && e.table == 1 {
+                e.value
+                    .as_deref()
+                    .map(crate::state::decode::<(i64, i64)>)
+                    .transpose()
+                    .map(|v| {
+                        if let Some((_, (max, wm))) = v {
+                            self.watermark.observe(max);
+                            self.watermark.advance_to(wm);
+                        }
+                    })
+            } else {
+                self.stateful.restore(e)
+            };
+            if let Err(err) = result {
+                failed.push((e.clone(), err));
+            }
+        }
+        failed
+    }
 }
 
 /// Decodes `raw` into `buf` (whose allocation is reused across records of any lifetime) and

@@ -14,7 +14,7 @@ use super::Alert;
 use crate::config::SuppressionConfig;
 use crate::window::{stable_hash, BoundedMap};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct KeyState {
     /// GCRA theoretical arrival time, event-time ms.
     tat: i64,
@@ -84,6 +84,19 @@ impl Suppressor {
 
     pub fn evicted(&self) -> u64 {
         self.keys.evicted()
+    }
+
+    pub fn track_changes(&mut self) {
+        self.keys.track_changes();
+    }
+
+    /// Changed keys since the last call (`detector` left 0: the caller sets it).
+    pub fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
+        crate::state::checkpoint_map(&mut self.keys, 0, out);
+    }
+
+    pub fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), crate::state::StateError> {
+        crate::state::restore_map(&mut self.keys, key, bytes)
     }
 }
 

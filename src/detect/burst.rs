@@ -51,6 +51,7 @@ impl BurstCore {
 }
 
 /// Per-principal state.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct BurstKey {
     pub count: SlidingCount,
     pub distinct: SlidingDistinct,

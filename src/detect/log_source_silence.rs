@@ -58,7 +58,7 @@ pub fn beat_of<'a>(ev: &'a CloudEvent<'_>, per_service: bool, resolution_ms: i64
 }
 
 /// The pane being filled.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct OpenPane {
     pane: i64,
     count: u32,
@@ -66,6 +66,7 @@ struct OpenPane {
     max: i64,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Source {
     /// `None` until the first pane closes.
     heartbeat: Option<Heartbeat>,
@@ -96,7 +97,7 @@ impl Source {
 const DISABLE_HISTORY: usize = 4;
 
 /// A log_disable seen in a scope.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct LastDisable {
     time: i64,
     operation: String,
@@ -368,6 +369,29 @@ impl Detector for LogSourceSilence {
         // repartitioned group catching up), and a source must not vanish unreported.
         self.sources
             .sweep_idle(watermark.saturating_sub(ms(self.config.forget_after)));
+    }
+
+    fn track_changes(&mut self) {
+        self.sources.track_changes();
+        self.last_disable.track_changes();
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
+        crate::state::checkpoint_map(&mut self.sources, 0, out);
+        crate::state::checkpoint_map(&mut self.last_disable, 1, out);
+    }
+
+    fn restore(
+        &mut self,
+        table: u8,
+        key: u64,
+        bytes: &[u8],
+    ) -> Result<(), crate::state::StateError> {
+        match table {
+            0 => crate::state::restore_map(&mut self.sources, key, bytes),
+            1 => crate::state::restore_map(&mut self.last_disable, key, bytes),
+            _ => Err(crate::state::StateError::UnknownTable),
+        }
     }
 
     fn stats(&self) -> DetectorStats {

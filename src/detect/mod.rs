@@ -178,6 +178,22 @@ pub trait Detector {
     fn stats(&self) -> DetectorStats {
         DetectorStats::default()
     }
+
+    /// Starts recording changed keys (durable state on).
+    fn track_changes(&mut self) {}
+
+    /// The entries changed since the last call (`detector` left 0: the caller sets it).
+    fn checkpoint(&mut self, _out: &mut Vec<crate::state::Entry>) {}
+
+    /// Puts one checkpointed entry back.
+    fn restore(
+        &mut self,
+        _table: u8,
+        _key: u64,
+        _bytes: &[u8],
+    ) -> Result<(), crate::state::StateError> {
+        Err(crate::state::StateError::UnknownTable)
+    }
 }
 
 /// The registry of detectors.
@@ -226,6 +242,23 @@ impl Detector for AnyDetector {
 
     fn stats(&self) -> DetectorStats {
         dispatch!(self, d => d.stats())
+    }
+
+    fn track_changes(&mut self) {
+        dispatch!(self, d => d.track_changes())
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
+        dispatch!(self, d => d.checkpoint(out))
+    }
+
+    fn restore(
+        &mut self,
+        table: u8,
+        key: u64,
+        bytes: &[u8],
+    ) -> Result<(), crate::state::StateError> {
+        dispatch!(self, d => d.restore(table, key, bytes))
     }
 }
 

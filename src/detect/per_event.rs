@@ -111,6 +111,26 @@ impl Detector for PerEvent {
         ));
     }
 
+    fn track_changes(&mut self) {
+        self.seen.track_changes();
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
+        crate::state::checkpoint_map(&mut self.seen, 0, out);
+    }
+
+    fn restore(
+        &mut self,
+        table: u8,
+        key: u64,
+        bytes: &[u8],
+    ) -> Result<(), crate::state::StateError> {
+        match table {
+            0 => crate::state::restore_map(&mut self.seen, key, bytes),
+            _ => Err(crate::state::StateError::UnknownTable),
+        }
+    }
+
     fn stats(&self) -> DetectorStats {
         DetectorStats {
             keys: self.seen.len(),

@@ -14,6 +14,7 @@ use crate::catalog::Behaviour;
 use crate::config::{ms, CommonSettings, Mode, QuotaChangeConfig};
 use crate::window::{stable_hash, BoundedMap, FirstSeen, PaneSpec, SlidingCount, SlidingDistinct};
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct ScopeState {
     regions: FirstSeen,
     requests: SlidingCount,
@@ -224,6 +225,26 @@ impl Detector for QuotaChange {
             0,
             self.config.max_regions,
         );
+    }
+
+    fn track_changes(&mut self) {
+        self.scopes.track_changes();
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
+        crate::state::checkpoint_map(&mut self.scopes, 0, out);
+    }
+
+    fn restore(
+        &mut self,
+        table: u8,
+        key: u64,
+        bytes: &[u8],
+    ) -> Result<(), crate::state::StateError> {
+        match table {
+            0 => crate::state::restore_map(&mut self.scopes, key, bytes),
+            _ => Err(crate::state::StateError::UnknownTable),
+        }
     }
 
     fn stats(&self) -> DetectorStats {

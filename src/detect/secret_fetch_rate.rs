@@ -148,6 +148,26 @@ impl Detector for SecretFetchRate {
         }));
     }
 
+    fn track_changes(&mut self) {
+        self.core.keys.track_changes();
+    }
+
+    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
+        crate::state::checkpoint_map(&mut self.core.keys, 0, out);
+    }
+
+    fn restore(
+        &mut self,
+        table: u8,
+        key: u64,
+        bytes: &[u8],
+    ) -> Result<(), crate::state::StateError> {
+        match table {
+            0 => crate::state::restore_map(&mut self.core.keys, key, bytes),
+            _ => Err(crate::state::StateError::UnknownTable),
+        }
+    }
+
     fn stats(&self) -> DetectorStats {
         DetectorStats {
             keys: self.core.keys.len(),

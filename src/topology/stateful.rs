@@ -15,6 +15,7 @@ use crate::detect::{
     self, AnyDetector, Beat, Detector, DetectorSet, DetectorStats, EventCtx, RegionSeen,
 };
 use crate::event::CloudEvent;
+use crate::state::{self, Entry, StateError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -202,6 +203,64 @@ impl Stateful {
 
     pub fn suppressed_pending(&self) -> u64 {
         self.suppressor.pending_total()
+    }
+
+    /// Turns on change tracking for incremental checkpoints (durable state).
+    pub fn track_changes(&mut self) {
+        for (_, d) in &mut self.detectors {
+            d.track_changes();
+        }
+        self.suppressor.track_changes();
+    }
+
+    /// Every entry changed since the last checkpoint, and this stage's own time.
+    pub fn checkpoint(&mut self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (index, d) in &mut self.detectors {
+            let from = out.len();
+            d.checkpoint(&mut out);
+            for e in &mut out[from..] {
+                e.detector = *index as u8;
+            }
+        }
+        let from = out.len();
+        self.suppressor.checkpoint(&mut out);
+        for e in &mut out[from..] {
+            e.detector = state::SUPPRESSION;
+        }
+        out.push(Entry {
+            detector: state::META,
+            table: 0,
+            key: 0,
+            value: Some(state::encode(
+                self.watermark,
+                &(self.watermark, self.next_check),
+            )),
+        });
+        out
+    }
+
+    /// Puts one checkpointed entry back. An entry that cannot be read is an error for the
+    /// caller to report; its key simply starts fresh.
+    pub fn restore(&mut self, e: &Entry) -> Result<(), StateError> {
+        let Some(bytes) = e.value.as_deref() else {
+            return Ok(()); // a tombstone: the key is gone
+        };
+        match e.detector {
+            state::META if e.table == 0 => {
+                let (_, (watermark, next_check)): (i64, (i64, Option<i64>)) = state::decode(bytes)?;
+                self.watermark = self.watermark.max(watermark);
+                self.next_check = next_check;
+                Ok(())
+            }
+            state::META => Ok(()), // the service's own metadata
+            state::SUPPRESSION => self.suppressor.restore(e.key, bytes),
+            d => match self.detectors.iter_mut().find(|(i, _)| *i == d as usize) {
+                Some((_, det)) => det.restore(e.table, e.key, bytes),
+                // A detector disabled since: its state is dropped.
+                None => Ok(()),
+            },
+        }
     }
 
     /// Keys held and evicted per detector.

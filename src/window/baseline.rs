@@ -21,7 +21,7 @@ pub struct BaselineSpec {
     pub min_count: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RateBaseline {
     bucket_start: i64,
     bucket_count: u32,

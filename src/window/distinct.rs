@@ -8,7 +8,7 @@
 
 use super::sliding::PaneSpec;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SlidingDistinct {
     /// (item hash, newest pane start it was seen in).
     items: Vec<(u64, i64)>,

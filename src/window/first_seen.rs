@@ -19,7 +19,7 @@ pub enum Novelty {
     Full,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FirstSeen {
     first_activity: i64,
     items: Vec<u64>,

@@ -22,7 +22,7 @@ pub struct SilenceSpec {
     pub min_events: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat {
     first_seen: i64,
     last_seen: i64,

@@ -39,7 +39,7 @@ impl PaneSpec {
 }
 
 /// A sliding sum of weights, per key.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SlidingCount {
     /// (pane start, count), oldest first, starts strictly increasing.
     panes: VecDeque<(i64, u32)>,

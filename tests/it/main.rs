@@ -14,6 +14,7 @@ mod replay;
 #[cfg(feature = "kafka")]
 mod scale_out;
 mod schema;
+mod state;
 mod stratus;
 #[cfg(feature = "kafka")]
 mod tansu;
