@@ -51,6 +51,7 @@ pub struct Config {
     pub kafka: crate::kafka::config::KafkaConfig,
     pub service: crate::kafka::config::ServiceConfig,
     pub repartition: crate::kafka::config::RepartitionConfig,
+    pub state: crate::kafka::config::StateConfig,
 }
 
 impl Config {
@@ -94,6 +95,9 @@ impl Config {
             .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         self.repartition
             .validate(&self.kafka)
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
+        self.state
+            .validate(&self.kafka, &self.repartition)
             .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         positive("service.idle_timeout", self.service.idle_timeout)?;
         positive(

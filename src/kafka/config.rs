@@ -236,6 +236,78 @@ impl RepartitionConfig {
     }
 }
 
+/// `[state]`: durable window state (repartitioned service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Checkpoint stage 2's windows, baselines and suppression to a compacted changelog topic,
+    /// and restore them when a repartition partition is assigned.
+    pub changelog: bool,
+    /// The topic; empty means `<kafka.group_id>-changelog`. Same partition count as the
+    /// repartition topic (partition r holds repartition partition r's state).
+    pub changelog_topic: String,
+    /// Replication factor when the service creates the changelog topic; -1: broker default.
+    pub replication_factor: i32,
+    /// How often changed state is written. Repartition offsets are committed only up to the last
+    /// acknowledged checkpoint, so this bounds what a crash makes the next owner read again.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Give up restoring a partition after this long (its state then starts fresh, reported).
+    #[serde(with = "humantime_serde")]
+    pub restore_timeout: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            changelog: true,
+            changelog_topic: String::new(),
+            replication_factor: -1,
+            checkpoint_interval: Duration::from_secs(5),
+            restore_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl StateConfig {
+    pub fn topic_for(&self, group_id: &str) -> String {
+        if self.changelog_topic.is_empty() {
+            format!("{group_id}-changelog")
+        } else {
+            self.changelog_topic.clone()
+        }
+    }
+
+    pub fn validate(
+        &self,
+        kafka: &KafkaConfig,
+        repartition: &RepartitionConfig,
+    ) -> Result<(), (String, String)> {
+        let err = |k: &str, m: &str| Err((format!("state.{k}"), m.to_owned()));
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return err(
+                "replication_factor",
+                "must be -1 (broker default) or at least 1",
+            );
+        }
+        if self.checkpoint_interval.is_zero() {
+            return err("checkpoint_interval", "must be positive");
+        }
+        if self.restore_timeout.is_zero() {
+            return err("restore_timeout", "must be positive");
+        }
+        let topic = self.topic_for(&kafka.group_id);
+        if kafka.input_topics.contains(&topic)
+            || topic == kafka.alerts_topic
+            || topic == kafka.dead_letter_topic
+            || topic == repartition.topic_for(&kafka.group_id)
+        {
+            return err("changelog_topic", "must differ from every other topic");
+        }
+        Ok(())
+    }
+}
+
 /// A resolved SASL password; never printed.
 #[derive(Clone)]
 pub struct Secret(String);

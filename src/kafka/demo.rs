@@ -74,12 +74,13 @@ pub fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, 
             c.create_topic(&dlq, 1, 1)?;
             // The mock has no CreateTopics API: the repartition topic is made here.
             let d = crate::demo::demo_config();
+            let group = format!("cloudwarden-demo-{suffix}");
             c.create_topic(
-                &d.repartition
-                    .topic_for(&format!("cloudwarden-demo-{suffix}")),
+                &d.repartition.topic_for(&group),
                 d.repartition.partitions,
                 1,
             )?;
+            c.create_topic(&d.state.topic_for(&group), d.repartition.partitions, 1)?;
         }
         None => create_topics(
             &brokers,

@@ -69,6 +69,25 @@ struct Part {
     marks: HashMap<(String, i32), MarkState>,
     assigned_at: Instant,
     watermark: i64,
+    /// The highest repartition offset read.
+    max_read: i64,
+    /// The first repartition offset read since the last checkpoint, held in the offset tracker
+    /// until that checkpoint is acknowledged (durable state only).
+    cp_hold: Option<i64>,
+    /// Per input slot, the newest origin (offset, index) that reached this partition: a record
+    /// re-sent by stage 1 after a crash is recognised and skipped.
+    arrived: HashMap<i32, (i64, u32)>,
+    /// What the restored checkpoint already contains: records up to `max_read`, except those
+    /// that were still buffered.
+    restored: Option<PartMeta>,
+}
+
+/// A partition's own checkpoint metadata (changelog entry `META/2`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct PartMeta {
+    max_read: i64,
+    buffered: Vec<i64>,
+    arrived: Vec<(i32, i64, u32)>,
 }
 
 /// Counters of what stage 1 wrote.
@@ -83,6 +102,10 @@ pub struct RepartitionCounts {
 
 pub struct Topology {
     pub topic: String,
+    /// The changelog topic (durable state), and the client settings to read it back.
+    changelog: Option<String>,
+    common: Vec<(String, String)>,
+    last_checkpoint: Instant,
     partitions: i32,
     router: Router,
     catalog: Arc<Catalog>,
@@ -110,9 +133,14 @@ impl Topology {
         config: &Config,
         topic: String,
         input_partitions: Vec<(String, i32)>,
+        changelog: Option<String>,
+        common: Vec<(String, String)>,
     ) -> Result<Topology, ConfigError> {
         Ok(Topology {
             topic,
+            changelog,
+            common,
+            last_checkpoint: Instant::now(),
             partitions: config.repartition.partitions,
             router: Router::new(config),
             catalog: Arc::new(config.catalog()?),
@@ -149,6 +177,7 @@ impl Topology {
         let lateness = self.lateness;
         let limits = self.limits;
         let mut decode_buf = std::mem::take(&mut self.decode_buf);
+        let slot = input_slot(&self.config, tp);
         let Topology {
             router,
             catalog,
@@ -180,6 +209,7 @@ impl Topology {
                     topic,
                     partitions: *partitions,
                     tp,
+                    slot,
                     offset,
                     idx: idx as u32,
                     beats,
@@ -306,26 +336,67 @@ impl Topology {
         payload: &[u8],
         metrics: &Metrics,
     ) -> u32 {
-        let part = match self.parts.get_mut(&tp.partition) {
-            Some(p) => p,
-            None => {
-                let stateful = match Stateful::new(&self.config, self.catalog.clone()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "stage 2 state");
-                        return 0;
-                    }
-                };
-                self.parts.entry(tp.partition).or_insert(Part {
-                    immediate: stateful.immediate(),
-                    stateful,
-                    reorder: Reorder::new(self.config.repartition.max_buffered),
-                    marks: HashMap::new(),
-                    assigned_at: Instant::now(),
-                    watermark: i64::MIN,
-                })
+        if !self.parts.contains_key(&tp.partition) {
+            let mut stateful = match Stateful::new(&self.config, self.catalog.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "stage 2 state");
+                    return 0;
+                }
+            };
+            let mut restored = None;
+            if let Some(changelog) = &self.changelog {
+                stateful.track_changes();
+                metrics.ready.store(false, Ordering::Relaxed);
+                restored = restore_part(
+                    &self.common,
+                    changelog,
+                    tp.partition,
+                    self.config.state.restore_timeout,
+                    &mut stateful,
+                    metrics,
+                );
             }
-        };
+            let mut part = Part {
+                immediate: stateful.immediate(),
+                watermark: stateful.watermark(),
+                stateful,
+                reorder: Reorder::new(self.config.repartition.max_buffered),
+                marks: HashMap::new(),
+                assigned_at: Instant::now(),
+                max_read: -1,
+                cp_hold: None,
+                arrived: HashMap::new(),
+                restored: None,
+            };
+            if let Some(meta) = restored {
+                part.arrived = meta
+                    .arrived
+                    .iter()
+                    .map(|(s, o, i)| (*s, (*o, *i)))
+                    .collect();
+                part.restored = Some(meta);
+            }
+            self.parts.insert(tp.partition, part);
+        }
+        let part = self.parts.get_mut(&tp.partition).expect("inserted above");
+        // Already in the restored state: skip (it was read before the checkpoint and not buffered).
+        let replayed = part
+            .restored
+            .as_ref()
+            .is_some_and(|m| offset <= m.max_read && !m.buffered.contains(&offset));
+        if replayed {
+            return 0;
+        }
+        let was_buffered = part
+            .restored
+            .as_ref()
+            .is_some_and(|m| m.buffered.contains(&offset));
+        part.max_read = part.max_read.max(offset);
+        if self.changelog.is_some() && part.cp_hold.is_none() {
+            em.hold(tp, offset);
+            part.cp_hold = Some(offset);
+        }
         let alerts = &mut self.alerts;
         alerts.clear();
         let item = match wire::decode(payload) {
@@ -343,6 +414,9 @@ impl Topology {
                 origin,
                 ev,
             } => {
+                if !was_buffered && resent(&mut part.arrived, origin) {
+                    return 0;
+                }
                 if late || ev.time < part.watermark {
                     part.stateful.event(&ev, None, detectors, true, alerts);
                 } else {
@@ -367,6 +441,9 @@ impl Topology {
                 }
             }
             Item::Region(r, origin) => {
+                if !was_buffered && resent(&mut part.arrived, origin) {
+                    return 0;
+                }
                 if r.time < part.watermark {
                     part.stateful.region(&r);
                 } else {
@@ -415,6 +492,60 @@ impl Topology {
             produced += 1;
         }
         produced
+    }
+
+    /// Every `state.checkpoint_interval`: write each partition's changed state to the changelog,
+    /// acknowledged against the partition's checkpoint hold (so its offsets are committed only
+    /// once the checkpoint is durable).
+    pub(super) fn checkpoint(&mut self, em: &Emitter, metrics: &Metrics, force: bool) {
+        let Some(changelog) = &self.changelog else {
+            return;
+        };
+        if !force && self.last_checkpoint.elapsed() < self.config.state.checkpoint_interval {
+            return;
+        }
+        self.last_checkpoint = Instant::now();
+        for (&r, part) in &mut self.parts {
+            let Some(hold) = part.cp_hold.take() else {
+                continue; // nothing read since the last checkpoint
+            };
+            let tp = Arc::new(TopicPartition {
+                topic: self.topic.clone(),
+                partition: r,
+            });
+            let mut entries = part.stateful.checkpoint();
+            let meta = PartMeta {
+                max_read: part.max_read,
+                buffered: part.reorder.iter().map(|p| p.offset).collect(),
+                arrived: part
+                    .arrived
+                    .iter()
+                    .map(|(s, (o, i))| (*s, *o, *i))
+                    .collect(),
+            };
+            entries.push(crate::state::Entry {
+                detector: crate::state::META,
+                table: 2,
+                key: 0,
+                value: Some(crate::state::encode(0, &meta)),
+            });
+            let mut bytes = 0u64;
+            for e in &entries {
+                let key = e.record_key(r);
+                bytes += (key.len() + e.value.as_ref().map_or(0, Vec::len)) as u64;
+                em.send_state(
+                    changelog,
+                    r,
+                    key.as_bytes(),
+                    e.value.as_deref(),
+                    (tp.clone(), hold),
+                );
+            }
+            em.processed(&tp, hold, entries.len() as u32);
+            em.release(&tp, hold);
+            metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+            metrics.changelog_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Drops stage 2 state of revoked repartition partitions.
@@ -522,6 +653,156 @@ fn stage2_watermark(part: &Part, inputs: &[(String, i32)], idle_after: Duration)
     active_min.or(newest).unwrap_or(i64::MIN)
 }
 
+/// Whether an item from stage 1 was already received (stage 1 read its input again after a
+/// crash); records the newest origin otherwise.
+fn resent(arrived: &mut HashMap<i32, (i64, u32)>, origin: wire::Origin) -> bool {
+    let (slot, offset, idx) = origin;
+    match arrived.get_mut(&slot) {
+        Some(newest) if (offset, idx) <= *newest => true,
+        Some(newest) => {
+            *newest = (offset, idx);
+            false
+        }
+        None => {
+            arrived.insert(slot, (offset, idx));
+            false
+        }
+    }
+}
+
+/// An input partition as an origin slot: its topic's index in `kafka.input_topics` << 20 | the
+/// partition (origins from different input topics never collide).
+fn input_slot(config: &Config, tp: &TopicPartition) -> i32 {
+    let topic = config
+        .kafka
+        .input_topics
+        .iter()
+        .position(|t| *t == tp.topic)
+        .unwrap_or(0) as i32;
+    topic << 20 | (tp.partition & 0xF_FFFF)
+}
+
+/// Reads changelog partition `partition` from the start and restores it into `stateful`.
+/// Returns the partition's own checkpoint metadata, if any.
+fn restore_part(
+    common: &[(String, String)],
+    changelog: &str,
+    partition: i32,
+    timeout: Duration,
+    stateful: &mut Stateful,
+    metrics: &Metrics,
+) -> Option<PartMeta> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let started = Instant::now();
+    let mut cc = ClientConfig::new();
+    for (k, v) in common {
+        cc.set(k, v);
+    }
+    cc.set("group.id", "cloudwarden-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50");
+    let consumer: BaseConsumer = match cc.create() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "restore consumer");
+            return None;
+        }
+    };
+    let (low, high) = consumer
+        .fetch_watermarks(changelog, partition, Duration::from_secs(10))
+        .unwrap_or((0, 0));
+    if high <= low {
+        return None;
+    }
+    let mut tpl = TopicPartitionList::new();
+    let _ = tpl.add_partition_offset(changelog, partition, Offset::Beginning);
+    if consumer.assign(&tpl).is_err() {
+        return None;
+    }
+    drop(tpl);
+    // Last write wins per key; tombstones remove.
+    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    let mut next = low;
+    let mut quiet_since = Instant::now();
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                quiet_since = Instant::now();
+                if let Some(k) = m.key() {
+                    latest.insert(k.to_vec(), m.payload().map(<[u8]>::to_vec));
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "restoring state"),
+            None => {
+                if next >= high && quiet_since.elapsed() >= Duration::from_millis(300) {
+                    break;
+                }
+            }
+        }
+    }
+    if next < high {
+        tracing::error!(
+            partition,
+            read = next,
+            end = high,
+            "state restore timed out; the rest starts fresh"
+        );
+        Metrics::add(&metrics.state_errors, "timeout", 1);
+    }
+    let mut meta = None;
+    let mut restored = 0u64;
+    let mut entries: Vec<crate::state::Entry> = Vec::with_capacity(latest.len());
+    for (k, v) in latest {
+        let Some((p, detector, table, key)) = crate::state::Entry::parse_record_key(&k) else {
+            Metrics::add(&metrics.state_errors, "bad_key", 1);
+            continue;
+        };
+        if p != partition {
+            continue;
+        }
+        entries.push(crate::state::Entry {
+            detector,
+            table,
+            key,
+            value: v,
+        });
+    }
+    // Time first (META), then keys.
+    entries.sort_by_key(|e| std::cmp::Reverse(e.detector == crate::state::META));
+    for e in &entries {
+        if e.detector == crate::state::META && e.table == 2 {
+            match e.value.as_deref().map(crate::state::decode::<PartMeta>) {
+                Some(Ok((_, m))) => meta = Some(m),
+                Some(Err(err)) => Metrics::add(&metrics.state_errors, err.reason(), 1),
+                None => {}
+            }
+            continue;
+        }
+        match stateful.restore(e) {
+            Ok(()) => restored += u64::from(e.value.is_some()),
+            Err(err) => {
+                tracing::warn!(partition, detector = e.detector, table = e.table, key = e.key, error = %err, "state entry skipped; its key starts fresh");
+                Metrics::add(&metrics.state_errors, err.reason(), 1);
+            }
+        }
+    }
+    metrics
+        .state_restored
+        .fetch_add(restored, Ordering::Relaxed);
+    tracing::info!(
+        partition,
+        entries = restored,
+        ms = started.elapsed().as_millis() as u64,
+        "state restored"
+    );
+    meta
+}
+
 fn send_beat(
     em: &Emitter,
     topic: &str,
@@ -555,6 +836,8 @@ struct KafkaSink<'a> {
     topic: &'a str,
     partitions: i32,
     tp: &'a Arc<TopicPartition>,
+    /// The input partition as an origin slot (topic index << 20 | partition).
+    slot: i32,
     offset: i64,
     idx: u32,
     beats: &'a mut HashMap<(Arc<TopicPartition>, u64), (u64, Beat<'static>)>,
@@ -576,7 +859,7 @@ impl Sink for KafkaSink<'_> {
             self.buf,
             detectors,
             late,
-            (self.tp.partition, self.offset, self.idx),
+            (self.slot, self.offset, self.idx),
             ev,
         );
         self.em.send_to(
@@ -625,11 +908,7 @@ impl Sink for KafkaSink<'_> {
     }
 
     fn region(&mut self, route: u64, region: RegionSeen<'_>) {
-        wire::encode_region(
-            self.buf,
-            &region,
-            (self.tp.partition, self.offset, self.idx),
-        );
+        wire::encode_region(self.buf, &region, (self.slot, self.offset, self.idx));
         self.em.send_to(
             self.topic,
             Some(partition_of(route, self.partitions)),

@@ -304,9 +304,44 @@ impl Service {
         let mut topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
         let topology = if config.repartition.enabled {
             let topic = config.repartition.topic_for(&k.group_id);
-            ensure_repartition_topic(&producer, &config, &common, &topic)?;
+            let r = &config.repartition;
+            ensure_topic(
+                &producer,
+                &common,
+                &topic,
+                r.partitions,
+                r.replication_factor,
+                &[
+                    ("retention.ms", ms(r.retention).to_string()),
+                    ("cleanup.policy", "delete".into()),
+                ],
+                r.create_topic,
+                "repartition",
+            )?;
+            let changelog = if config.state.changelog {
+                let t = config.state.topic_for(&k.group_id);
+                ensure_topic(
+                    &producer,
+                    &common,
+                    &t,
+                    r.partitions,
+                    config.state.replication_factor,
+                    &[("cleanup.policy", "compact".into())],
+                    r.create_topic,
+                    "state",
+                )?;
+                Some(t)
+            } else {
+                None
+            };
             let inputs = input_partitions(&producer, &k.input_topics);
-            Some(Topology::new(&config, topic, inputs)?)
+            Some(Topology::new(
+                &config,
+                topic,
+                inputs,
+                changelog,
+                common.clone(),
+            )?)
         } else {
             if crate::topology::router::Router::new(&config).uses(crate::detect::Route::Scope) {
                 tracing::warn!("repartition is off: each instance sees only its own input partitions, so per-scope detectors (log_disable, log_source_silence, quota_change) are only right with one instance");
@@ -374,6 +409,7 @@ impl Service {
         let Some(t) = &mut self.p.topology else {
             return;
         };
+        t.checkpoint(&self.p.em, &self.p.shared.metrics, false);
         if !t.tick_due() {
             return;
         }
@@ -491,6 +527,10 @@ impl Service {
     fn shutdown(mut self) {
         tracing::info!("shutting down: draining in-flight messages");
         self.p.shared.metrics.ready.store(false, Ordering::Relaxed);
+        // A last checkpoint, so the next owner restores everything this one processed.
+        if let Some(t) = &mut self.p.topology {
+            t.checkpoint(&self.p.em, &self.p.shared.metrics, true);
+        }
         let deadline = Instant::now() + self.p.config.service.drain_timeout;
         loop {
             self.p.em.resend_failed();
@@ -828,6 +868,29 @@ impl Emitter {
         self.send(record);
     }
 
+    /// Produces a changelog entry (`None`: a tombstone), acknowledged against `source`.
+    pub(super) fn send_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        source: (Arc<TopicPartition>, i64),
+    ) {
+        let ack = Box::new(Ack {
+            source: Some(source),
+            ingested_ms: now_ms(),
+            event_time: None,
+        });
+        let mut record = BaseRecord::with_opaque_to(topic, ack)
+            .key(key)
+            .partition(partition);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        self.send(record);
+    }
+
     pub(super) fn hold(&self, tp: &TopicPartition, offset: i64) {
         lock(&self.shared.tracker).hold(tp, offset);
     }
@@ -904,25 +967,29 @@ fn cached_high_watermark(consumer: &BaseConsumer<ConsumerCtx>, tp: &TopicPartiti
         .then_some(high)
 }
 
-/// Creates the repartition topic if it is missing (and allowed to), and checks its partition
-/// count: a different count would send keys to other owners than before.
-fn ensure_repartition_topic(
+/// Creates an internal topic if it is missing (and allowed to), and checks its partition count:
+/// a different count would send keys to other owners than before. `section` names the config
+/// section in errors (`repartition` or `state`).
+#[allow(clippy::too_many_arguments)]
+fn ensure_topic(
     producer: &BaseProducer<ProducerCtx>,
-    config: &Config,
     common: &[(String, String)],
     topic: &str,
+    partitions: i32,
+    replication_factor: i32,
+    settings: &[(&str, String)],
+    create: bool,
+    section: &str,
 ) -> Result<(), ServiceError> {
-    let r = &config.repartition;
-    let existing = topic_partitions(producer, topic);
-    match existing {
-        Some(n) if n == r.partitions as usize => return Ok(()),
+    match topic_partitions(producer, topic) {
+        Some(n) if n == partitions as usize => return Ok(()),
         Some(n) => {
             return Err(ServiceError::Config(
                 "repartition.partitions".into(),
-                format!("topic {topic} exists with {n} partitions, the config says {}: use the topic's count or a new topic", r.partitions),
+                format!("topic {topic} exists with {n} partitions, the config says {partitions}: use the topic's count or a new topic"),
             ))
         }
-        None if !r.create_topic => {
+        None if !create => {
             return Err(ServiceError::Config(
                 "repartition.create_topic".into(),
                 format!("topic {topic} does not exist and create_topic is false"),
@@ -935,19 +1002,18 @@ fn ensure_repartition_topic(
         ac.set(key, v);
     }
     let admin: AdminClient<DefaultClientContext> = ac.create()?;
-    let retention = ms(r.retention).to_string();
-    let replication = if r.replication_factor < 0 {
-        TopicReplication::Fixed(-1)
-    } else {
-        TopicReplication::Fixed(r.replication_factor)
-    };
-    let new = NewTopic::new(topic, r.partitions, replication)
-        .set("retention.ms", &retention)
-        .set("cleanup.policy", "delete");
+    let mut new = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    for (k, v) in settings {
+        new = new.set(k, v);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ServiceError::Config("repartition.topic".into(), e.to_string()))?;
+        .map_err(|e| ServiceError::Config(format!("{section}.topic"), e.to_string()))?;
     let results = rt.block_on(admin.create_topics(
         [&new],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
@@ -956,17 +1022,13 @@ fn ensure_repartition_topic(
         if let Err((t, code)) = res {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
                 return Err(ServiceError::Config(
-                    "repartition.topic".into(),
+                    format!("{section}.topic"),
                     format!("cannot create topic {t}: {code}"),
                 ));
             }
         }
     }
-    tracing::info!(
-        topic,
-        partitions = r.partitions,
-        "created the repartition topic"
-    );
+    tracing::info!(topic, partitions, "created an internal topic");
     Ok(())
 }
 

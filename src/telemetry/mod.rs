@@ -33,6 +33,10 @@ pub const WATERMARK: &str = "cloudwarden_watermark_ms";
 pub const LATENCY_INGEST: &str = "cloudwarden_ingest_to_alert_ack_seconds";
 pub const LATENCY_EVENT: &str = "cloudwarden_event_to_alert_ack_seconds";
 pub const REBALANCES: &str = "cloudwarden_rebalances_total";
+pub const STATE_RESTORED: &str = "cloudwarden_state_restored_entries_total";
+pub const STATE_ERRORS: &str = "cloudwarden_state_restore_errors_total";
+pub const CHECKPOINTS: &str = "cloudwarden_checkpoints_total";
+pub const CHANGELOG_BYTES: &str = "cloudwarden_changelog_bytes_total";
 pub const ASSIGNED: &str = "cloudwarden_assigned_partitions";
 pub const INPUT_BYTES: &str = "cloudwarden_input_bytes_total";
 pub const REPARTITION_OUT: &str = "cloudwarden_repartition_records_out_total";
@@ -70,6 +74,10 @@ pub struct Metrics {
     /// Partitions assigned and the consumer caught up (see `/ready`).
     pub ready: AtomicBool,
     pub alive: AtomicBool,
+    pub state_restored: AtomicU64,
+    pub state_errors: Mutex<BTreeMap<String, u64>>,
+    pub checkpoints: AtomicU64,
+    pub changelog_bytes: AtomicU64,
     /// Partitions assigned to this instance (input and repartition).
     pub assigned: AtomicU64,
     /// Bytes of input records consumed (not counting the repartition topic).
@@ -110,6 +118,10 @@ impl Default for Metrics {
             event_latency: hist(),
             ready: AtomicBool::new(false),
             alive: AtomicBool::new(true),
+            state_restored: AtomicU64::new(0),
+            state_errors: Mutex::default(),
+            checkpoints: AtomicU64::new(0),
+            changelog_bytes: AtomicU64::new(0),
             assigned: AtomicU64::new(0),
             input_bytes: AtomicU64::new(0),
             repartition_out: Mutex::default(),
@@ -331,6 +343,40 @@ impl Metrics {
             "Partitions assigned to this instance (input and repartition topics).",
         );
         let _ = writeln!(out, "{ASSIGNED} {}", self.assigned.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            STATE_RESTORED,
+            "State entries restored from the changelog.",
+        );
+        let _ = writeln!(
+            out,
+            "{STATE_RESTORED} {}",
+            self.state_restored.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            STATE_ERRORS,
+            "Changelog entries that could not be restored (their keys start fresh), by reason.",
+        );
+        for (reason, n) in lock(&self.state_errors).iter() {
+            let _ = writeln!(out, "{STATE_ERRORS}{{reason=\"{}\"}} {n}", escape(reason));
+        }
+        counter(&mut out, CHECKPOINTS, "State checkpoints written.");
+        let _ = writeln!(
+            out,
+            "{CHECKPOINTS} {}",
+            self.checkpoints.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            CHANGELOG_BYTES,
+            "Bytes written to the changelog topic.",
+        );
+        let _ = writeln!(
+            out,
+            "{CHANGELOG_BYTES} {}",
+            self.changelog_bytes.load(Ordering::Relaxed)
+        );
         counter(&mut out, INPUT_BYTES, "Bytes of input records consumed.");
         let _ = writeln!(
             out,

@@ -82,6 +82,11 @@ impl<T> Reorder<T> {
         std::iter::from_fn(move || self.heap.pop().map(|Reverse(e)| e.item))
     }
 
+    /// Every buffered item, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.heap.iter().map(|Reverse(e)| &e.item)
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }
