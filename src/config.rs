@@ -247,7 +247,7 @@ impl Default for AlertsConfig {
 pub struct SuppressionConfig {
     /// Alerts allowed at once per (detector, key).
     pub burst: u32,
-    /// One more alert per (detector, key) is allowed every `period / burst`.
+    /// The event-time window `burst` counts in (aligned to the epoch).
     #[serde(with = "humantime_serde")]
     pub period: Duration,
     /// Keys tracked by the limiter; beyond, idle keys are swept (counted as evictions).

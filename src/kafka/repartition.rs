@@ -46,6 +46,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Beats being merged: (input partition, source) → (routing key, beat, first input offset that
+/// contributed). That offset is held in the offset tracker until the beat is sent and
+/// acknowledged, so a crash never commits input whose activity summary was not delivered.
+type Beats = HashMap<(Arc<TopicPartition>, u64), (u64, Beat<'static>, i64)>;
+
 /// A buffered repartition record (re-decoded when released: cheaper than owning an event).
 struct Pending {
     bytes: Vec<u8>,
@@ -115,7 +120,7 @@ pub struct Topology {
     limits: DecodeLimits,
     decode_buf: Vec<CloudEvent<'static>>,
     /// Beats being merged: (input partition, source) → (routing key, beat).
-    beats: HashMap<(Arc<TopicPartition>, u64), (u64, Beat<'static>)>,
+    beats: Beats,
     parts: BTreeMap<i32, Part>,
     /// Input partitions that exist (from metadata at start, plus any a marker names).
     input_partitions: Vec<(String, i32)>,
@@ -289,7 +294,7 @@ impl Topology {
         let due: Vec<(Arc<TopicPartition>, u64)> = self
             .beats
             .iter()
-            .filter(|((tp, _), (_, b))| {
+            .filter(|((tp, _), (_, b, _))| {
                 let pane_end = b.pane.saturating_add(1).saturating_mul(resolution);
                 match marks
                     .iter()
@@ -303,7 +308,7 @@ impl Topology {
             .map(|(k, _)| k.clone())
             .collect();
         for k in due {
-            if let Some((route, beat)) = self.beats.remove(&k) {
+            if let Some((route, beat, first)) = self.beats.remove(&k) {
                 send_beat(
                     em,
                     &self.topic,
@@ -312,7 +317,9 @@ impl Topology {
                     &mut self.counts,
                     route,
                     &beat,
+                    Some((k.0.clone(), first)),
                 );
+                settle_beat(em, &k.0, first);
             }
         }
         if marks.is_empty() {
@@ -505,6 +512,15 @@ impl Topology {
             return;
         }
         self.last_checkpoint = Instant::now();
+        if !self.parts.values().any(|p| p.cp_hold.is_some()) {
+            return;
+        }
+        // Every alert raised so far must be acknowledged before the state that raised it is
+        // checkpointed: a restore skips the records behind the checkpoint.
+        if !em.flush(self.config.service.drain_timeout) {
+            tracing::warn!("checkpoint postponed: alerts not yet acknowledged");
+            return;
+        }
         for (&r, part) in &mut self.parts {
             let Some(hold) = part.cp_hold.take() else {
                 continue; // nothing read since the last checkpoint
@@ -803,6 +819,13 @@ fn restore_part(
     meta
 }
 
+/// A merged beat was sent: its first contributing input offset now waits for the beat's
+/// acknowledgement instead of the hold.
+fn settle_beat(em: &Emitter, tp: &Arc<TopicPartition>, first: i64) {
+    em.processed(tp, first, 1);
+    em.release(tp, first);
+}
+
 fn send_beat(
     em: &Emitter,
     topic: &str,
@@ -811,6 +834,7 @@ fn send_beat(
     counts: &mut RepartitionCounts,
     route: u64,
     beat: &Beat<'_>,
+    source: Option<(Arc<TopicPartition>, i64)>,
 ) {
     wire::encode_beat(buf, beat);
     em.send_to(
@@ -818,7 +842,7 @@ fn send_beat(
         Some(partition_of(route, partitions)),
         None,
         buf,
-        None,
+        source,
     );
     counts.beats += 1;
     counts.bytes += buf.len() as u64;
@@ -840,7 +864,7 @@ struct KafkaSink<'a> {
     slot: i32,
     offset: i64,
     idx: u32,
-    beats: &'a mut HashMap<(Arc<TopicPartition>, u64), (u64, Beat<'static>)>,
+    beats: &'a mut Beats,
     buf: &'a mut Vec<u8>,
     counts: &'a mut RepartitionCounts,
     produced: &'a mut u32,
@@ -877,11 +901,11 @@ impl Sink for KafkaSink<'_> {
     fn beat(&mut self, route: u64, beat: Beat<'_>) {
         let key = (self.tp.clone(), beat.key);
         match self.beats.get_mut(&key) {
-            Some((_, b)) if b.pane == beat.pane => b.merge(beat.count, beat.min, beat.max),
-            Some((r, b)) if b.pane < beat.pane => {
+            Some((_, b, _)) if b.pane == beat.pane => b.merge(beat.count, beat.min, beat.max),
+            Some((r, b, first)) if b.pane < beat.pane => {
                 // The partition moved on to a later pane: the earlier one is complete here.
                 let old = std::mem::replace(b, beat.into_owned());
-                let r = *r;
+                let (r, old_first) = (*r, std::mem::replace(first, self.offset));
                 send_beat(
                     self.em,
                     self.topic,
@@ -890,19 +914,28 @@ impl Sink for KafkaSink<'_> {
                     self.counts,
                     r,
                     &old,
+                    Some((self.tp.clone(), old_first)),
                 );
+                settle_beat(self.em, self.tp, old_first);
+                self.em.hold(self.tp, self.offset);
             }
-            Some(_) => send_beat(
-                self.em,
-                self.topic,
-                self.partitions,
-                self.buf,
-                self.counts,
-                route,
-                &beat,
-            ),
+            Some(_) => {
+                send_beat(
+                    self.em,
+                    self.topic,
+                    self.partitions,
+                    self.buf,
+                    self.counts,
+                    route,
+                    &beat,
+                    Some((self.tp.clone(), self.offset)),
+                );
+                *self.produced += 1;
+            }
             None => {
-                self.beats.insert(key, (route, beat.into_owned()));
+                self.em.hold(self.tp, self.offset);
+                self.beats
+                    .insert(key, (route, beat.into_owned(), self.offset));
             }
         }
     }

@@ -891,6 +891,12 @@ impl Emitter {
         self.send(record);
     }
 
+    /// Waits until every message sent so far is acknowledged (bounded). Failed deliveries are
+    /// queued for resending, so `false` also when any is waiting there.
+    pub(super) fn flush(&self, timeout: Duration) -> bool {
+        self.producer.flush(timeout).is_ok() && lock(&self.shared.retries).is_empty()
+    }
+
     pub(super) fn hold(&self, tp: &TopicPartition, offset: i64) {
         lock(&self.shared.tracker).hold(tp, offset);
     }

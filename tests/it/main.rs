@@ -5,6 +5,8 @@ mod alert_schema;
 mod broker;
 mod catalog_coverage;
 mod deploy;
+#[cfg(feature = "kafka")]
+mod faults;
 mod golden;
 mod invictus;
 #[cfg(feature = "kafka")]

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const INPUT_PARTITIONS: i32 = 6;
+pub(crate) const INPUT_PARTITIONS: i32 = 6;
 const REPARTITION_PARTITIONS: i32 = 6;
 
 fn lines(path: &std::path::Path) -> Vec<Vec<u8>> {
@@ -51,7 +51,7 @@ fn lines(path: &std::path::Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn input_files() -> Vec<PathBuf> {
+pub(crate) fn input_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixture("stratus"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -63,7 +63,7 @@ fn input_files() -> Vec<PathBuf> {
 }
 
 /// The records of `files` merged in event-time order (as a collector would ship them).
-fn records(files: &[PathBuf]) -> Vec<Vec<u8>> {
+pub(crate) fn records(files: &[PathBuf]) -> Vec<Vec<u8>> {
     let mut all: Vec<(i64, Vec<u8>)> = Vec::new();
     for f in files {
         for l in lines(f) {
@@ -79,7 +79,7 @@ fn records(files: &[PathBuf]) -> Vec<Vec<u8>> {
 
 /// Produces round-robin over the input partitions: a principal's events, and a log source's,
 /// land on every partition on purpose.
-fn produce(brokers: &str, topic: &str, records: &[Vec<u8>]) {
+pub(crate) fn produce(brokers: &str, topic: &str, records: &[Vec<u8>]) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "10")
@@ -186,7 +186,7 @@ fn wait_stable(instances: &[&Instance]) {
 }
 
 /// Every alert in the alerts topic, until nothing new arrives for `quiet`.
-fn read_alerts(brokers: &str, topic: &str, quiet: Duration) -> Vec<Alert> {
+pub(crate) fn read_alerts(brokers: &str, topic: &str, quiet: Duration) -> Vec<Alert> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "siem")
