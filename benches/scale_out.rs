@@ -193,8 +193,13 @@ fn bare_consumer_rate(brokers: &str, topic: &str, n: usize) -> f64 {
     seen as f64 / elapsed.max(1e-9)
 }
 
+/// Durable state (the changelog) in the runs that follow; switched off for one comparison run.
+static STATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 fn config(brokers: &str, run: &str, repartition: bool) -> Config {
     let mut c = cloudwarden::demo::demo_config();
+    c.state.changelog = STATE.load(std::sync::atomic::Ordering::Relaxed);
+    c.state.replication_factor = 1;
     c.kafka.brokers = brokers.to_owned();
     c.kafka.group_id = format!("cw-{run}");
     c.kafka.input_topics = vec![format!("audit-{run}")];
@@ -552,6 +557,25 @@ fn main() {
     );
     let on1 = measure(&broker, records, 1, true);
     println!("{}", describe("repartition on, 1 instance", &on1, n, cores));
+    STATE.store(false, std::sync::atomic::Ordering::Relaxed);
+    let nostate = measure(&broker, records, 1, true);
+    STATE.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "{}",
+        describe(
+            "repartition on, durable state off, 1 instance",
+            &nostate,
+            n,
+            cores
+        )
+    );
+    println!(
+        "durable state cost (1 instance, same run): with checkpoints {:.0} records/s, without {:.0} records/s, ratio {:.2}; without the repartition step {:.0} records/s",
+        on1.rate(n),
+        nostate.rate(n),
+        on1.rate(n) / nostate.rate(n),
+        off.rate(n)
+    );
     let on2 = measure(&broker, records, 2, true);
     println!(
         "{}",
