@@ -152,3 +152,68 @@ checkpoint_interval = "300ms"
         alerts.len() - got.len()
     );
 }
+
+#[test]
+fn corrupt_and_unknown_version_changelog_entries_are_reported_and_the_service_runs_on() {
+    use crate::scale_out::{config, wait_stable, Instance};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = Broker::start();
+    let c = config(&broker.addr, "corrupt");
+    let changelog = c.state.topic_for(&c.kafka.group_id);
+    broker.create_topics(&[
+        (c.kafka.input_topics[0].as_str(), INPUT_PARTITIONS),
+        (c.kafka.alerts_topic.as_str(), 1),
+        (c.kafka.dead_letter_topic.as_str(), 1),
+        (changelog.as_str(), c.repartition.partitions),
+    ]);
+    // Two entries of repartition partition 0 that cannot be restored: a future encoding
+    // version, and a truncated one.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    let good = cloudwarden::state::encode(0, &(1u32, 2u32));
+    let mut future = good.clone();
+    future[0] = 9;
+    let truncated = &good[..2];
+    for (key, value) in [
+        ("0/2/0/00000000000000aa", &future[..]),
+        ("0/2/0/00000000000000bb", truncated),
+    ] {
+        p.send(
+            BaseRecord::<str, [u8]>::to(&changelog)
+                .partition(0)
+                .key(key)
+                .payload(value),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+
+    let instance = Instance::start(c.clone());
+    wait_stable(&[&instance]);
+    let records = records(&input_files());
+    produce(&broker.addr, &c.kafka.input_topics[0], &records);
+    let alerts = read_alerts(&broker.addr, &c.kafka.alerts_topic, Duration::from_secs(10));
+    let errors = instance.metrics.state_errors.lock().unwrap().clone();
+    instance.stop();
+    assert_eq!(errors.get("unknown_version"), Some(&1), "{errors:?}");
+    assert_eq!(errors.get("corrupt"), Some(&1), "{errors:?}");
+    // And it went on: the stream's detections are all there.
+    let mut engine = Engine::new(&Config::default()).unwrap();
+    let files = input_files();
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let expected: BTreeSet<String> = replay_files(&mut engine, &paths, 100_000)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    let got: BTreeSet<String> = alerts.iter().map(|a| a.id.clone()).collect();
+    assert!(!expected.is_empty());
+    assert!(
+        expected.is_subset(&got),
+        "{:?}",
+        expected.difference(&got).collect::<Vec<_>>()
+    );
+}

@@ -102,7 +102,7 @@ pub(crate) fn produce(brokers: &str, topic: &str, records: &[Vec<u8>]) {
     p.flush(Duration::from_secs(60)).unwrap();
 }
 
-fn config(brokers: &str, run: &str) -> Config {
+pub(crate) fn config(brokers: &str, run: &str) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = brokers.to_owned();
     c.kafka.group_id = format!("cw-{run}");
@@ -129,14 +129,14 @@ fn config(brokers: &str, run: &str) -> Config {
     c
 }
 
-struct Instance {
+pub(crate) struct Instance {
     stop: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     handle: JoinHandle<()>,
 }
 
 impl Instance {
-    fn start(config: Config) -> Instance {
+    pub(crate) fn start(config: Config) -> Instance {
         let metrics = Arc::new(Metrics::default());
         let service = Service::new(config, metrics.clone()).expect("service starts");
         let stop = Arc::new(AtomicBool::new(false));
@@ -153,7 +153,7 @@ impl Instance {
         self.metrics.assigned.load(Ordering::Relaxed)
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("service thread");
     }
@@ -161,7 +161,7 @@ impl Instance {
 
 /// Waits until the group's members together own every partition, once, and that holds for a
 /// moment (no rebalance mid-stream: state would be dropped, see the README).
-fn wait_stable(instances: &[&Instance]) {
+pub(crate) fn wait_stable(instances: &[&Instance]) {
     let want = (INPUT_PARTITIONS + REPARTITION_PARTITIONS) as u64;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut since: Option<Instant> = None;
