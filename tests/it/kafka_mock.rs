@@ -27,6 +27,7 @@ const DLQ: &str = "dead-letters";
 /// The repartition topic (the mock has no CreateTopics API, so the test makes it).
 const REPARTITION: &str = "repartition";
 const REPARTITION_PARTITIONS: i32 = 4;
+const CHANGELOG: &str = "changelog";
 
 fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let c = MockCluster::new(1).expect("mock cluster");
@@ -34,6 +35,8 @@ fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultPr
     c.create_topic(ALERTS, 1, 1).unwrap();
     c.create_topic(DLQ, 1, 1).unwrap();
     c.create_topic(REPARTITION, REPARTITION_PARTITIONS, 1)
+        .unwrap();
+    c.create_topic(CHANGELOG, REPARTITION_PARTITIONS, 1)
         .unwrap();
     c
 }
@@ -50,6 +53,7 @@ fn config(brokers: &str, group: &str) -> Config {
     c.repartition.enabled = false;
     c.repartition.topic = REPARTITION.into();
     c.repartition.partitions = REPARTITION_PARTITIONS;
+    c.state.changelog_topic = CHANGELOG.into();
     c.service.commit_interval = Duration::from_millis(200);
     c.service.drain_timeout = Duration::from_secs(10);
     c.kafka
@@ -305,6 +309,57 @@ fn produce_errors_and_a_broker_outage_lose_no_alert() {
     );
 }
 
+/// A broker outage mid-stream on the repartitioned topology with durable state: every detection
+/// arrives (the same ids as `replay` of the file), and the input is committed to its end.
+#[test]
+fn repartitioned_a_broker_outage_mid_stream_loses_nothing() {
+    use cloudwarden::engine::Engine;
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    let records = stratus("aws.defense-evasion.cloudtrail-stop");
+    let mut engine = Engine::new(&Config::default()).unwrap();
+    let mut expected = Vec::new();
+    for r in &records {
+        let _ = engine.process_record(r, &mut expected);
+    }
+    engine.finish(&mut expected);
+    let expected: std::collections::BTreeSet<String> = expected.into_iter().map(|a| a.id).collect();
+    assert!(!expected.is_empty());
+    let mut cfg = config(&brokers, "g2r");
+    cfg.repartition.enabled = true;
+    cfg.service.partition_idle_timeout = Duration::from_secs(2);
+    cfg.state.checkpoint_interval = Duration::from_millis(300);
+    cfg.kafka
+        .producer
+        .insert("retry.backoff.ms".into(), "50".into());
+    let run = Running::start(cfg);
+    let half = records.len() / 2;
+    produce(&brokers, &records[..half]);
+    std::thread::sleep(Duration::from_secs(3));
+    c.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.broker_up(1).unwrap();
+    produce(&brokers, &records[half..]);
+    let got = alerts_of(&read_all(
+        &brokers,
+        ALERTS,
+        expected.len(),
+        Duration::from_secs(60),
+    ));
+    let got: std::collections::BTreeSet<String> = got.into_iter().map(|a| a.id).collect();
+    assert!(wait_until(Duration::from_secs(30), || run
+        .metrics
+        .in_flight
+        .load(Ordering::Relaxed)
+        == 0));
+    run.stop();
+    assert_eq!(got, expected);
+    assert_eq!(
+        committed(&brokers, "g2r", 1).get(&0),
+        Some(&(records.len() as i64))
+    );
+}
+
 #[test]
 fn a_slow_alerts_topic_pauses_consumption_and_commits_nothing_unacknowledged() {
     let c = cluster(1);
@@ -348,6 +403,51 @@ fn a_slow_alerts_topic_pauses_consumption_and_commits_nothing_unacknowledged() {
     let distinct: std::collections::BTreeSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(distinct.len(), 40, "every alert delivered");
     assert_eq!(committed(&brokers, "g3", 1).get(&0), Some(&40));
+}
+
+/// The same fault on the repartitioned topology with durable state: input consumption pauses
+/// (the repartition topic keeps being read, or the watermark could never move), every alert
+/// arrives, and the input is committed only once everything it caused is acknowledged.
+#[test]
+fn repartitioned_a_slow_alerts_topic_pauses_input_and_loses_nothing() {
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    let base = String::from_utf8(
+        stratus("aws.defense-evasion.cloudtrail-stop")
+            .into_iter()
+            .find(|r| String::from_utf8_lossy(r).contains("\"StopLogging\""))
+            .unwrap(),
+    )
+    .unwrap();
+    let records: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            base.replace("\"eventID\":\"", &format!("\"eventID\":\"{i:04}-"))
+                .into_bytes()
+        })
+        .collect();
+    produce(&brokers, &records);
+    let mut cfg = config(&brokers, "g3r");
+    cfg.repartition.enabled = true;
+    cfg.service.max_in_flight = 4;
+    cfg.service.partition_idle_timeout = Duration::from_secs(2);
+    cfg.alerts.suppression.burst = 1000;
+    let run = Running::start(cfg);
+    c.broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
+    let alerts = alerts_of(&read_all(&brokers, ALERTS, 40, Duration::from_secs(90)));
+    let distinct: std::collections::BTreeSet<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(distinct.len(), 40, "every alert delivered");
+    let paused = run.metrics.backpressure_pauses.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(60), || run
+        .metrics
+        .in_flight
+        .load(Ordering::Relaxed)
+        == 0));
+    c.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    let metrics = run.stop();
+    assert!(paused > 0, "input paused under backpressure");
+    assert!(metrics.in_flight.load(Ordering::Relaxed) <= 4 + 1);
+    assert_eq!(committed(&brokers, "g3r", 1).get(&0), Some(&40));
 }
 
 #[test]
