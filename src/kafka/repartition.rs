@@ -81,7 +81,7 @@ struct Part {
     cp_hold: Option<i64>,
     /// Per input slot, the newest origin (offset, index) that reached this partition: a record
     /// re-sent by stage 1 after a crash is recognised and skipped.
-    arrived: HashMap<i32, (i64, u32)>,
+    arrived: HashMap<(i32, u8), (i64, u32)>,
     /// What the restored checkpoint already contains: records up to `max_read`, except those
     /// that were still buffered.
     restored: Option<PartMeta>,
@@ -92,7 +92,7 @@ struct Part {
 struct PartMeta {
     max_read: i64,
     buffered: Vec<i64>,
-    arrived: Vec<(i32, i64, u32)>,
+    arrived: Vec<(i32, u8, i64, u32)>,
 }
 
 /// Counters of what stage 1 wrote.
@@ -341,6 +341,7 @@ impl Topology {
         tp: &Arc<TopicPartition>,
         offset: i64,
         payload: &[u8],
+        resent_by_us: bool,
         metrics: &Metrics,
     ) -> u32 {
         if !self.parts.contains_key(&tp.partition) {
@@ -380,7 +381,7 @@ impl Topology {
                 part.arrived = meta
                     .arrived
                     .iter()
-                    .map(|(s, o, i)| (*s, (*o, *i)))
+                    .map(|(s, t, o, i)| ((*s, *t), (*o, *i)))
                     .collect();
                 part.restored = Some(meta);
             }
@@ -421,7 +422,10 @@ impl Topology {
                 origin,
                 ev,
             } => {
-                if !was_buffered && resent(&mut part.arrived, origin) {
+                if !was_buffered
+                    && !resent_by_us
+                    && resent(&mut part.arrived, event_stream(detectors), origin)
+                {
                     return 0;
                 }
                 if late || ev.time < part.watermark {
@@ -448,7 +452,7 @@ impl Topology {
                 }
             }
             Item::Region(r, origin) => {
-                if !was_buffered && resent(&mut part.arrived, origin) {
+                if !was_buffered && !resent_by_us && resent(&mut part.arrived, REGIONS, origin) {
                     return 0;
                 }
                 if r.time < part.watermark {
@@ -536,7 +540,7 @@ impl Topology {
                 arrived: part
                     .arrived
                     .iter()
-                    .map(|(s, (o, i))| (*s, *o, *i))
+                    .map(|((s, t), (o, i))| (*s, *t, *o, *i))
                     .collect(),
             };
             entries.push(crate::state::Entry {
@@ -561,6 +565,23 @@ impl Topology {
             em.release(&tp, hold);
             metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
             metrics.changelog_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends every beat still being merged (shutdown), so their input offsets can be committed.
+    pub(super) fn flush_beats(&mut self, em: &Emitter) {
+        for (k, (route, beat, first)) in std::mem::take(&mut self.beats) {
+            send_beat(
+                em,
+                &self.topic,
+                self.partitions,
+                &mut self.buf,
+                &mut self.counts,
+                route,
+                &beat,
+                Some((k.0.clone(), first)),
+            );
+            settle_beat(em, &k.0, first);
         }
     }
 
@@ -669,18 +690,37 @@ fn stage2_watermark(part: &Part, inputs: &[(String, i32)], idle_after: Duration)
     active_min.or(newest).unwrap_or(i64::MIN)
 }
 
+/// The streams stage 1 sends from one input partition to one repartition partition, each in
+/// origin order: events for principal detectors, events for scope detectors (the same input
+/// event can be in both, with the same origin, when both keys land on one partition), regions.
+const PRINCIPAL_EVENTS: u8 = 0;
+const SCOPE_EVENTS: u8 = 1;
+const REGIONS: u8 = 2;
+
+fn event_stream(detectors: DetectorSet) -> u8 {
+    use crate::detect::detector_index;
+    let scope = ["log_disable", "log_source_silence", "quota_change"]
+        .iter()
+        .any(|d| detectors.has(detector_index(d)));
+    if scope {
+        SCOPE_EVENTS
+    } else {
+        PRINCIPAL_EVENTS
+    }
+}
+
 /// Whether an item from stage 1 was already received (stage 1 read its input again after a
-/// crash); records the newest origin otherwise.
-fn resent(arrived: &mut HashMap<i32, (i64, u32)>, origin: wire::Origin) -> bool {
+/// crash); records the newest origin of its stream otherwise.
+fn resent(arrived: &mut HashMap<(i32, u8), (i64, u32)>, stream: u8, origin: wire::Origin) -> bool {
     let (slot, offset, idx) = origin;
-    match arrived.get_mut(&slot) {
+    match arrived.get_mut(&(slot, stream)) {
         Some(newest) if (offset, idx) <= *newest => true,
         Some(newest) => {
             *newest = (offset, idx);
             false
         }
         None => {
-            arrived.insert(slot, (offset, idx));
+            arrived.insert((slot, stream), (offset, idx));
             false
         }
     }

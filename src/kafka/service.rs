@@ -60,6 +60,9 @@ pub enum ServiceError {
     Engine(#[from] crate::config::ConfigError),
 }
 
+/// Header on a message the service produced again after a failed delivery.
+pub(super) const RESENT_HEADER: &str = "cloudwarden.resent";
+
 /// What a produced message is acknowledging.
 struct Ack {
     /// The input record it came from (`None`: raised by an idle watermark advance).
@@ -529,6 +532,7 @@ impl Service {
         self.p.shared.metrics.ready.store(false, Ordering::Relaxed);
         // A last checkpoint, so the next owner restores everything this one processed.
         if let Some(t) = &mut self.p.topology {
+            t.flush_beats(&self.p.em);
             t.checkpoint(&self.p.em, &self.p.shared.metrics, true);
         }
         let deadline = Instant::now() + self.p.config.service.drain_timeout;
@@ -606,7 +610,10 @@ impl Processor {
         let mut produced = 0u32;
         let result = match &mut self.topology {
             Some(t) if msg.topic() == t.topic => {
-                let n = t.stage2(&mut self.em, &tp, offset, payload, &m);
+                let resent = msg
+                    .headers()
+                    .is_some_and(|h| h.iter().any(|h| h.key == RESENT_HEADER));
+                let n = t.stage2(&mut self.em, &tp, offset, payload, resent, &m);
                 lock(&self.shared.tracker).processed(&tp, offset, n);
                 return;
             }
@@ -942,9 +949,17 @@ impl Emitter {
             if let Some(k) = msg.key() {
                 record = record.key(k);
             }
-            if let Some(h) = msg.headers() {
-                record = record.headers(h.clone());
-            }
+            // Marked as re-sent: it may land after records sent later from the same input
+            // partition, so stage 2 must not take it for a duplicate of an earlier origin.
+            let headers = msg
+                .headers()
+                .cloned()
+                .unwrap_or_else(OwnedHeaders::new)
+                .insert(Header {
+                    key: RESENT_HEADER,
+                    value: Some(b"1".as_slice()),
+                });
+            record = record.headers(headers);
             // Repartition records were sent to a chosen partition: keep it.
             record = record.partition(msg.partition());
             self.send(record);
