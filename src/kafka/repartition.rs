@@ -21,11 +21,14 @@
 //! A marker is sent only after everything its input partition caused before it, on the same
 //! producer, so when stage 2's watermark passes a time, every record up to it has arrived.
 //!
-//! Offsets: an input record is committed once its repartition records are acknowledged; a
-//! repartition record once it left the reorder buffer and its alerts are acknowledged. State is in
-//! memory: a repartition partition that moves to another instance starts empty there (durable
-//! state is the next step), and beats still being merged for a revoked input partition are sent
-//! at the next marker tick.
+//! Offsets: an input record is committed once its repartition records are acknowledged (and the
+//! beats it contributed to are sent); a repartition record once it left the reorder buffer, its
+//! alerts are acknowledged and, with durable state (`[state] changelog`), a checkpoint that
+//! contains it is acknowledged. A repartition partition assigned to an instance is first restored
+//! from its changelog partition; records the checkpoint already contains are skipped, and records
+//! stage 1 sent again after its own restart are recognised by their origin (per stream: principal
+//! events, scope events, regions) and skipped too. Without durable state a moved partition starts
+//! empty (warm-up).
 
 use super::offsets::TopicPartition;
 use super::service::{Emitter, PartitionClock};
