@@ -21,8 +21,10 @@ pub struct TopicPartition {
 
 #[derive(Debug, Default)]
 struct PartitionState {
-    /// Offsets with acknowledgements still outstanding → how many.
-    pending: BTreeMap<i64, u32>,
+    /// Offsets with acknowledgements still outstanding → how many. Negative: acknowledgements
+    /// that arrived before the record was registered as processed (the producer serves delivery
+    /// reports while a send waits for queue space, in the middle of a record).
+    pending: BTreeMap<i64, i32>,
     /// The largest offset processed.
     max_processed: Option<i64>,
     /// Offsets read but not processed yet (stage 2's reorder buffer): not counted as in flight
@@ -34,7 +36,11 @@ struct PartitionState {
 
 impl PartitionState {
     fn next_offset(&self) -> Option<i64> {
-        let first_pending = self.pending.keys().next().copied();
+        let first_pending = self
+            .pending
+            .iter()
+            .find(|(_, n)| **n > 0)
+            .map(|(o, _)| *o);
         let first_held = self.held.keys().next().copied();
         match (first_pending, first_held) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -65,23 +71,39 @@ impl OffsetTracker {
         };
         state.max_processed = Some(state.max_processed.map_or(offset, |m| m.max(offset)));
         if messages > 0 {
-            *state.pending.entry(offset).or_insert(0) += messages;
-            self.in_flight += messages as usize;
+            let n = state.pending.entry(offset).or_insert(0);
+            let before = (*n).max(0);
+            *n += messages as i32;
+            let after = (*n).max(0);
+            if *n == 0 {
+                state.pending.remove(&offset);
+            }
+            self.in_flight += (after - before) as usize;
         }
     }
 
     /// One message caused by the record at `offset` was acknowledged (or failed for good and was
-    /// handled: the caller decides). Unknown offsets (a revoked partition) are ignored.
+    /// handled: the caller decides). An acknowledgement can arrive before `processed` registers
+    /// the record (it is then credited); unknown partitions (revoked) are ignored.
     pub fn acked(&mut self, tp: &TopicPartition, offset: i64) {
         let Some(state) = self.partitions.get_mut(tp) else {
             return;
         };
-        if let Some(n) = state.pending.get_mut(&offset) {
-            *n -= 1;
-            self.in_flight = self.in_flight.saturating_sub(1);
-            if *n == 0 {
-                state.pending.remove(&offset);
-            }
+        let n = state.pending.entry(offset).or_insert(0);
+        let before = (*n).max(0);
+        *n -= 1;
+        let after = (*n).max(0);
+        if *n == 0 {
+            state.pending.remove(&offset);
+        }
+        self.in_flight = self.in_flight.saturating_sub((before - after) as usize);
+    }
+
+    /// Starts tracking a partition (before its first record sends anything, so an early
+    /// acknowledgement is credited rather than ignored).
+    pub fn touch(&mut self, tp: &TopicPartition) {
+        if !self.partitions.contains_key(tp) {
+            self.partitions.insert(tp.clone(), PartitionState::default());
         }
     }
 
@@ -133,13 +155,13 @@ impl OffsetTracker {
     pub fn has_pending(&self, tp: &TopicPartition) -> bool {
         self.partitions
             .get(tp)
-            .is_some_and(|s| !s.pending.is_empty())
+            .is_some_and(|s| s.pending.values().any(|n| *n > 0))
     }
 
     /// Forgets a partition (revoked or lost).
     pub fn remove(&mut self, tp: &TopicPartition) {
         if let Some(state) = self.partitions.remove(tp) {
-            let n: u32 = state.pending.values().sum();
+            let n: i64 = state.pending.values().map(|n| i64::from((*n).max(0))).sum();
             self.in_flight = self.in_flight.saturating_sub(n as usize);
         }
     }
@@ -153,6 +175,25 @@ impl OffsetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_acknowledgement_before_registration_is_credited() {
+        let tp = TopicPartition {
+            topic: "in".into(),
+            partition: 0,
+        };
+        let mut t = OffsetTracker::new();
+        t.processed(&tp, 0, 0);
+        // Record 1 sends 3 messages; one is acknowledged while the others are still being sent.
+        t.acked(&tp, 1);
+        t.processed(&tp, 1, 3);
+        assert_eq!(t.in_flight(), 2);
+        assert_eq!(t.next_offset(&tp), Some(1));
+        t.acked(&tp, 1);
+        t.acked(&tp, 1);
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.next_offset(&tp), Some(2));
+    }
 
     #[test]
     fn held_records_block_the_commit_but_not_backpressure() {

@@ -202,11 +202,16 @@ impl ConsumerContext for ConsumerCtx {
                 .rebalances
                 .fetch_add(1, Ordering::Relaxed);
             let mut list = lock(&self.shared.assigned);
+            let mut tracker = lock(&self.shared.tracker);
             for elem in assigned.elements() {
                 let tp = TopicPartition {
                     topic: elem.topic().to_owned(),
                     partition: elem.partition(),
                 };
+                // Newly ours: start clean (no credit left from a previous ownership), tracked
+                // before its first record.
+                tracker.remove(&tp);
+                tracker.touch(&tp);
                 if !list.iter().any(|(a, _)| *a == tp) {
                     list.push((tp, Instant::now()));
                 }
