@@ -36,11 +36,7 @@ struct PartitionState {
 
 impl PartitionState {
     fn next_offset(&self) -> Option<i64> {
-        let first_pending = self
-            .pending
-            .iter()
-            .find(|(_, n)| **n > 0)
-            .map(|(o, _)| *o);
+        let first_pending = self.pending.iter().find(|(_, n)| **n > 0).map(|(o, _)| *o);
         let first_held = self.held.keys().next().copied();
         match (first_pending, first_held) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -103,7 +99,8 @@ impl OffsetTracker {
     /// acknowledgement is credited rather than ignored).
     pub fn touch(&mut self, tp: &TopicPartition) {
         if !self.partitions.contains_key(tp) {
-            self.partitions.insert(tp.clone(), PartitionState::default());
+            self.partitions
+                .insert(tp.clone(), PartitionState::default());
         }
     }
 
