@@ -44,7 +44,7 @@ use crate::topology::router::{Router, Sink};
 use crate::topology::stateful::Stateful;
 use crate::topology::wire::{self, Item, Mark};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +52,15 @@ use std::time::{Duration, Instant};
 /// Beats being merged: (input partition, source) → (routing key, beat, first input offset that
 /// contributed). That offset is held in the offset tracker until the beat is sent and
 /// acknowledged, so a crash never commits input whose activity summary was not delivered.
-type Beats = HashMap<(Arc<TopicPartition>, u64), (u64, Beat<'static>, i64)>;
+/// Keyed by (input slot, source key): looked up once per event, so no string hashing.
+type Beats = HashMap<(i32, u64), PendingBeat, crate::window::FastBuildHasher>;
+
+struct PendingBeat {
+    tp: Arc<TopicPartition>,
+    route: u64,
+    beat: Beat<'static>,
+    first: i64,
+}
 
 /// A buffered repartition record (re-decoded when released: cheaper than owning an event).
 struct Pending {
@@ -85,9 +93,9 @@ struct Part {
     /// Per input slot, the newest origin (offset, index) that reached this partition: a record
     /// re-sent by stage 1 after a crash is recognised and skipped.
     arrived: HashMap<(i32, u8), (i64, u32)>,
-    /// What the restored checkpoint already contains: records up to `max_read`, except those
-    /// that were still buffered.
-    restored: Option<PartMeta>,
+    /// What the restored checkpoint already contains: records up to this offset, except the
+    /// ones that were still buffered (the set). Dropped once reading passes the offset.
+    restored: Option<(i64, HashSet<i64>)>,
 }
 
 /// A partition's own checkpoint metadata (changelog entry `META/2`).
@@ -159,7 +167,7 @@ impl Topology {
             },
             config: config.clone(),
             decode_buf: Vec::new(),
-            beats: HashMap::new(),
+            beats: HashMap::default(),
             parts: BTreeMap::new(),
             input_partitions,
             last_marker: Instant::now(),
@@ -294,10 +302,10 @@ impl Topology {
         }
         // Beats first: a marker must never overtake what its partition sent before it.
         let resolution = self.resolution;
-        let due: Vec<(Arc<TopicPartition>, u64)> = self
+        let due: Vec<(i32, u64)> = self
             .beats
             .iter()
-            .filter(|((tp, _), (_, b, _))| {
+            .filter(|(_, PendingBeat { tp, beat: b, .. })| {
                 let pane_end = b.pane.saturating_add(1).saturating_mul(resolution);
                 match marks
                     .iter()
@@ -308,21 +316,18 @@ impl Topology {
                     None => true, // no longer ours
                 }
             })
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
         for k in due {
-            if let Some((route, beat, first)) = self.beats.remove(&k) {
-                send_beat(
+            if let Some(p) = self.beats.remove(&k) {
+                send_pending(
                     em,
                     &self.topic,
                     self.partitions,
                     &mut self.buf,
                     &mut self.counts,
-                    route,
-                    &beat,
-                    Some((k.0.clone(), first)),
+                    &p,
                 );
-                settle_beat(em, &k.0, first);
             }
         }
         if marks.is_empty() {
@@ -386,23 +391,26 @@ impl Topology {
                     .iter()
                     .map(|(s, t, o, i)| ((*s, *t), (*o, *i)))
                     .collect();
-                part.restored = Some(meta);
+                part.restored = Some((meta.max_read, meta.buffered.into_iter().collect()));
             }
             self.parts.insert(tp.partition, part);
         }
         let part = self.parts.get_mut(&tp.partition).expect("inserted above");
-        // Already in the restored state: skip (it was read before the checkpoint and not buffered).
-        let replayed = part
-            .restored
-            .as_ref()
-            .is_some_and(|m| offset <= m.max_read && !m.buffered.contains(&offset));
-        if replayed {
-            return 0;
-        }
-        let was_buffered = part
-            .restored
-            .as_ref()
-            .is_some_and(|m| m.buffered.contains(&offset));
+        // Read before the restored checkpoint: already in the state (skip it), unless it was
+        // still buffered then (process it again).
+        let was_buffered = match &part.restored {
+            Some((max_read, buffered)) if offset <= *max_read => {
+                if !buffered.contains(&offset) {
+                    return 0;
+                }
+                true
+            }
+            Some(_) => {
+                part.restored = None;
+                false
+            }
+            None => false,
+        };
         part.max_read = part.max_read.max(offset);
         if self.changelog.is_some() && part.cp_hold.is_none() {
             em.hold(tp, offset);
@@ -442,15 +450,7 @@ impl Topology {
                         part.stateful.event(&ev, None, now, false, alerts);
                     }
                     if !later.is_empty() {
-                        let pending = Pending {
-                            bytes: payload.to_vec(),
-                            offset,
-                            detectors: later,
-                        };
-                        em.hold(tp, offset);
-                        if let Some(p) = part.reorder.push(ev.time, origin, pending) {
-                            release(part, em, tp, p);
-                        }
+                        buffer(part, em, tp, offset, payload, ev.time, origin, later);
                     }
                 }
             }
@@ -461,15 +461,8 @@ impl Topology {
                 if r.time < part.watermark {
                     part.stateful.region(&r);
                 } else {
-                    em.hold(tp, offset);
-                    let pending = Pending {
-                        bytes: payload.to_vec(),
-                        offset,
-                        detectors: DetectorSet::default(),
-                    };
-                    if let Some(p) = part.reorder.push(r.time, origin, pending) {
-                        release(part, em, tp, p);
-                    }
+                    let none = DetectorSet::default();
+                    buffer(part, em, tp, offset, payload, r.time, origin, none);
                 }
             }
             Item::Beat(b) => part.stateful.beat(&b, alerts),
@@ -573,18 +566,15 @@ impl Topology {
 
     /// Sends every beat still being merged (shutdown), so their input offsets can be committed.
     pub(super) fn flush_beats(&mut self, em: &Emitter) {
-        for (k, (route, beat, first)) in std::mem::take(&mut self.beats) {
-            send_beat(
+        for p in std::mem::take(&mut self.beats).into_values() {
+            send_pending(
                 em,
                 &self.topic,
                 self.partitions,
                 &mut self.buf,
                 &mut self.counts,
-                route,
-                &beat,
-                Some((k.0.clone(), first)),
+                &p,
             );
-            settle_beat(em, &k.0, first);
         }
     }
 
@@ -646,6 +636,30 @@ impl Topology {
     /// Repartition partitions whose state this instance holds.
     pub fn owned_partitions(&self) -> Vec<i32> {
         self.parts.keys().copied().collect()
+    }
+}
+
+/// Keeps a record (held in the offset tracker) until the watermark passes `time`; a full buffer
+/// hands back its oldest record, processed now.
+#[allow(clippy::too_many_arguments)]
+fn buffer(
+    part: &mut Part,
+    em: &mut Emitter,
+    tp: &Arc<TopicPartition>,
+    offset: i64,
+    payload: &[u8],
+    time: i64,
+    origin: wire::Origin,
+    detectors: DetectorSet,
+) {
+    em.hold(tp, offset);
+    let pending = Pending {
+        bytes: payload.to_vec(),
+        offset,
+        detectors,
+    };
+    if let Some(p) = part.reorder.push(time, origin, pending) {
+        release(part, em, tp, p);
     }
 }
 
@@ -867,11 +881,20 @@ fn restore_part(
     meta
 }
 
-/// A merged beat was sent: its first contributing input offset now waits for the beat's
+/// Sends a merged beat; its first contributing input offset then waits for the beat's
 /// acknowledgement instead of the hold.
-fn settle_beat(em: &Emitter, tp: &Arc<TopicPartition>, first: i64) {
-    em.processed(tp, first, 1);
-    em.release(tp, first);
+fn send_pending(
+    em: &Emitter,
+    topic: &str,
+    partitions: i32,
+    buf: &mut Vec<u8>,
+    counts: &mut RepartitionCounts,
+    p: &PendingBeat,
+) {
+    let source = Some((p.tp.clone(), p.first));
+    send_beat(em, topic, partitions, buf, counts, p.route, &p.beat, source);
+    em.processed(&p.tp, p.first, 1);
+    em.release(&p.tp, p.first);
 }
 
 #[allow(clippy::too_many_arguments)] // the sink's parts, borrowed separately
@@ -948,27 +971,33 @@ impl Sink for KafkaSink<'_> {
     }
 
     fn beat(&mut self, route: u64, beat: Beat<'_>) {
-        let key = (self.tp.clone(), beat.key);
+        let key = (self.slot, beat.key);
         match self.beats.get_mut(&key) {
-            Some((_, b, _)) if b.pane == beat.pane => b.merge(beat.count, beat.min, beat.max),
-            Some((r, b, first)) if b.pane < beat.pane => {
+            Some(p) if p.beat.pane == beat.pane => p.beat.merge(beat.count, beat.min, beat.max),
+            Some(p) if p.beat.pane < beat.pane => {
                 // The partition moved on to a later pane: the earlier one is complete here.
-                let old = std::mem::replace(b, beat.into_owned());
-                let (r, old_first) = (*r, std::mem::replace(first, self.offset));
-                send_beat(
+                let old = std::mem::replace(
+                    p,
+                    PendingBeat {
+                        tp: self.tp.clone(),
+                        route,
+                        beat: beat.into_owned(),
+                        first: self.offset,
+                    },
+                );
+                send_pending(
                     self.em,
                     self.topic,
                     self.partitions,
                     self.buf,
                     self.counts,
-                    r,
                     &old,
-                    Some((self.tp.clone(), old_first)),
                 );
-                settle_beat(self.em, self.tp, old_first);
                 self.em.hold(self.tp, self.offset);
             }
             Some(_) => {
+                // An older pane (out-of-order input): sent on its own, for this record.
+                let source = Some((self.tp.clone(), self.offset));
                 send_beat(
                     self.em,
                     self.topic,
@@ -977,14 +1006,21 @@ impl Sink for KafkaSink<'_> {
                     self.counts,
                     route,
                     &beat,
-                    Some((self.tp.clone(), self.offset)),
+                    source,
                 );
                 *self.produced += 1;
             }
             None => {
                 self.em.hold(self.tp, self.offset);
-                self.beats
-                    .insert(key, (route, beat.into_owned(), self.offset));
+                self.beats.insert(
+                    key,
+                    PendingBeat {
+                        tp: self.tp.clone(),
+                        route,
+                        beat: beat.into_owned(),
+                        first: self.offset,
+                    },
+                );
             }
         }
     }

@@ -131,10 +131,15 @@ impl Stateful {
         }
         // Check at the watermark itself; silence alert times derive from each source's own
         // last event, so skipping intermediate check points changes nothing.
+        self.next_check = Some(t.div_euclid(interval) * interval + interval);
+        self.check_at(t, out);
+    }
+
+    /// Runs every detector's watermark check at `t`.
+    fn check_at(&mut self, t: i64, out: &mut Vec<Alert>) {
         for (_, d) in &mut self.detectors {
             d.on_watermark(t, &mut self.raised);
         }
-        self.next_check = Some(t.div_euclid(interval) * interval + interval);
         self.emit(out);
     }
 
@@ -147,20 +152,13 @@ impl Stateful {
             return;
         }
         self.watermark = t;
-        for (_, d) in &mut self.detectors {
-            d.on_watermark(t, &mut self.raised);
-        }
-        self.emit(out);
+        self.check_at(t, out);
     }
 
     /// End of input: every check runs at `t` (the newest event time).
     pub fn finish(&mut self, t: i64, out: &mut Vec<Alert>) {
         self.watermark = self.watermark.max(t);
-        let wm = self.watermark;
-        for (_, d) in &mut self.detectors {
-            d.on_watermark(wm, &mut self.raised);
-        }
-        self.emit(out);
+        self.check_at(self.watermark, out);
     }
 
     fn emit(&mut self, out: &mut Vec<Alert>) {

@@ -134,16 +134,30 @@ pub fn encode_event(
     origin: Origin,
     ev: &CloudEvent<'_>,
 ) {
+    // The same layout as `Record { v, e: Some(WireEvent) }`, serialized from a borrow: no copy
+    // of the event per forwarded record.
+    #[derive(Serialize)]
+    struct EventRef<'r, 'a> {
+        d: u16,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        late: bool,
+        o: Origin,
+        ev: &'r CloudEvent<'a>,
+    }
+    #[derive(Serialize)]
+    struct Out<'r, 'a> {
+        v: u8,
+        e: EventRef<'r, 'a>,
+    }
     out.clear();
-    let r = Record {
+    let r = Out {
         v: VERSION,
-        e: Some(WireEvent {
+        e: EventRef {
             d: detectors.0,
             late,
             o: origin,
-            ev: ev.clone(),
-        }),
-        ..Record::default()
+            ev,
+        },
     };
     serde_json::to_writer(&mut *out, &r).expect("serializing to a Vec cannot fail");
 }

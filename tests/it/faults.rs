@@ -4,7 +4,8 @@
 //! uninterrupted live run): none lost, none new. Duplicates (at-least-once) are counted.
 
 use crate::broker::Broker;
-use crate::scale_out::{input_files, produce, read_alerts, records, INPUT_PARTITIONS};
+use crate::scale_out::{produce, read_alerts, INPUT_PARTITIONS};
+use crate::util::{input_files, records};
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
 use cloudwarden::engine::Engine;

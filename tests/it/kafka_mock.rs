@@ -193,6 +193,23 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// `n` copies of the Stratus StopLogging record with distinct event ids: `n` log_disable alerts.
+fn stop_logging_copies(n: usize) -> Vec<Vec<u8>> {
+    let base = String::from_utf8(
+        stratus("aws.defense-evasion.cloudtrail-stop")
+            .into_iter()
+            .find(|r| String::from_utf8_lossy(r).contains("\"StopLogging\""))
+            .unwrap(),
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            base.replace("\"eventID\":\"", &format!("\"eventID\":\"{i:04}-"))
+                .into_bytes()
+        })
+        .collect()
+}
+
 fn alerts_of(messages: &[rdkafka::message::OwnedMessage]) -> Vec<Alert> {
     messages
         .iter()
@@ -316,7 +333,7 @@ fn repartitioned_a_broker_outage_mid_stream_loses_nothing() {
     use cloudwarden::engine::Engine;
     let c = cluster(1);
     let brokers = c.bootstrap_servers();
-    let records = crate::scale_out::records(&crate::scale_out::input_files());
+    let records = crate::util::records(&crate::util::input_files());
     let mut engine = Engine::new(&Config::default()).unwrap();
     let mut expected = Vec::new();
     for r in &records {
@@ -381,19 +398,7 @@ fn a_slow_alerts_topic_pauses_consumption_and_commits_nothing_unacknowledged() {
     let c = cluster(1);
     let brokers = c.bootstrap_servers();
     // 40 StopLogging events: 40 alerts, more than the in-flight bound.
-    let base = String::from_utf8(
-        stratus("aws.defense-evasion.cloudtrail-stop")
-            .into_iter()
-            .find(|r| String::from_utf8_lossy(r).contains("\"StopLogging\""))
-            .unwrap(),
-    )
-    .unwrap();
-    let records: Vec<Vec<u8>> = (0..40)
-        .map(|i| {
-            base.replace("\"eventID\":\"", &format!("\"eventID\":\"{i:04}-"))
-                .into_bytes()
-        })
-        .collect();
+    let records = stop_logging_copies(40);
     produce(&brokers, &records);
     let mut cfg = config(&brokers, "g3");
     cfg.service.max_in_flight = 4;
@@ -428,19 +433,7 @@ fn a_slow_alerts_topic_pauses_consumption_and_commits_nothing_unacknowledged() {
 fn repartitioned_a_slow_alerts_topic_pauses_input_and_loses_nothing() {
     let c = cluster(1);
     let brokers = c.bootstrap_servers();
-    let base = String::from_utf8(
-        stratus("aws.defense-evasion.cloudtrail-stop")
-            .into_iter()
-            .find(|r| String::from_utf8_lossy(r).contains("\"StopLogging\""))
-            .unwrap(),
-    )
-    .unwrap();
-    let records: Vec<Vec<u8>> = (0..40)
-        .map(|i| {
-            base.replace("\"eventID\":\"", &format!("\"eventID\":\"{i:04}-"))
-                .into_bytes()
-        })
-        .collect();
+    let records = stop_logging_copies(40);
     produce(&brokers, &records);
     let mut cfg = config(&brokers, "g3r");
     cfg.repartition.enabled = true;

@@ -10,7 +10,7 @@
 //! handles; the service's default stays cooperative-sticky.
 
 use crate::broker::Broker;
-use crate::util::fixture;
+use crate::util::{input_files, records};
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
 use cloudwarden::engine::Engine;
@@ -23,8 +23,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,50 +30,6 @@ use std::time::{Duration, Instant};
 
 pub(crate) const INPUT_PARTITIONS: i32 = 6;
 const REPARTITION_PARTITIONS: i32 = 6;
-
-fn lines(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let mut text = String::new();
-    let file = std::fs::File::open(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::MultiGzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    } else {
-        std::io::BufReader::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    }
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.as_bytes().to_vec())
-        .collect()
-}
-
-pub(crate) fn input_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture("stratus"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
-        .collect();
-    files.sort();
-    files.push(fixture("invictus/cloudtrail.ndjson.gz"));
-    files
-}
-
-/// The records of `files` merged in event-time order (as a collector would ship them).
-pub(crate) fn records(files: &[PathBuf]) -> Vec<Vec<u8>> {
-    let mut all: Vec<(i64, Vec<u8>)> = Vec::new();
-    for f in files {
-        for l in lines(f) {
-            let v: serde_json::Value = serde_json::from_slice(&l).unwrap();
-            let t = cloudwarden::event::time::parse_rfc3339_ms(v["eventTime"].as_str().unwrap())
-                .unwrap();
-            all.push((t, l));
-        }
-    }
-    all.sort_by_key(|(t, _)| *t);
-    all.into_iter().map(|(_, l)| l).collect()
-}
 
 /// Produces round-robin over the input partitions: a principal's events, and a log source's,
 /// land on every partition on purpose.

@@ -1,45 +1,12 @@
 //! Durable window state: an engine restored from its checkpoints continues exactly as one that
 //! never stopped; unreadable entries are reported and only their keys start fresh.
 
-use crate::util::fixture;
+use crate::util::{input_files, records};
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
 use cloudwarden::engine::Engine;
 use cloudwarden::state::{StateError, SUPPRESSION};
 use std::collections::BTreeSet;
-use std::io::Read;
-
-fn records() -> Vec<Vec<u8>> {
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(fixture("stratus"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
-        .collect();
-    files.sort();
-    files.push(fixture("invictus/cloudtrail.ndjson.gz"));
-    let mut all: Vec<(i64, Vec<u8>)> = Vec::new();
-    for f in &files {
-        let mut text = String::new();
-        let file = std::fs::File::open(f).unwrap();
-        if f.extension().is_some_and(|e| e == "gz") {
-            flate2::read::MultiGzDecoder::new(file)
-                .read_to_string(&mut text)
-                .unwrap();
-        } else {
-            std::io::BufReader::new(file)
-                .read_to_string(&mut text)
-                .unwrap();
-        }
-        for l in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let t = cloudwarden::event::time::parse_rfc3339_ms(v["eventTime"].as_str().unwrap())
-                .unwrap();
-            all.push((t, l.as_bytes().to_vec()));
-        }
-    }
-    all.sort_by_key(|(t, _)| *t);
-    all.into_iter().map(|(_, l)| l).collect()
-}
 
 fn run(engine: &mut Engine, records: &[Vec<u8>], out: &mut Vec<Alert>) {
     for r in records {
@@ -53,7 +20,7 @@ fn ids(alerts: &[Alert]) -> BTreeSet<String> {
 
 #[test]
 fn restored_engine_continues_as_if_never_stopped() {
-    let records = records();
+    let records = records(&input_files());
     let config = Config::default();
     let mut whole = Vec::new();
     let mut uninterrupted = Engine::new(&config).unwrap();
@@ -98,7 +65,7 @@ fn restored_engine_continues_as_if_never_stopped() {
 
 #[test]
 fn unreadable_entries_are_reported_and_only_their_keys_start_fresh() {
-    let records = records();
+    let records = records(&input_files());
     let config = Config::default();
     let mut engine = Engine::new(&config).unwrap();
     engine.track_changes();

@@ -8,7 +8,7 @@
 //! path. Without it these tests fail with that instruction: they are never skipped silently.
 
 use crate::broker::Broker;
-use crate::util::fixture;
+use crate::util::{fixture, lines, stratus_files};
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
 use cloudwarden::engine::Engine;
@@ -21,37 +21,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn lines(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let mut text = String::new();
-    let file = std::fs::File::open(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::MultiGzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    } else {
-        std::io::BufReader::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    }
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.as_bytes().to_vec())
-        .collect()
-}
-
-fn stratus_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(fixture("stratus"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// Every alert in the alerts topic (single partition), until `quiet` passes with nothing new.
 fn read_alerts(
