@@ -32,6 +32,7 @@ bench: $(TANSU)
 	TANSU_BIN=$(TANSU) $(CARGO) bench --bench scale_out
 	$(CARGO) bench --bench state
 	$(CARGO) bench --bench changelog
+	$(CARGO) bench --bench snapshot
 
 ## Tansu, an Apache-Kafka-compatible broker, built once into .tools/ (about 10 minutes on 2 cores;
 ## the `dynostore` feature brings its storage engines, the default build has none).
