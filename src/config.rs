@@ -52,6 +52,7 @@ pub struct Config {
     pub service: crate::kafka::config::ServiceConfig,
     pub repartition: crate::kafka::config::RepartitionConfig,
     pub state: crate::kafka::config::StateConfig,
+    pub processing: crate::kafka::config::ProcessingConfig,
 }
 
 impl Config {
@@ -98,6 +99,9 @@ impl Config {
             .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         self.state
             .validate(&self.kafka, &self.repartition)
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
+        self.processing
+            .validate(&self.repartition, &self.state)
             .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         positive("service.idle_timeout", self.service.idle_timeout)?;
         positive(
@@ -748,6 +752,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("detectors.log_source_silence.alpha"), "{err}");
+    }
+
+    #[test]
+    fn exactly_once_is_checked_and_needs_the_changelog() {
+        let c = Config::from_toml("[processing]\nguarantee = \"exactly_once\"\n").unwrap();
+        assert!(c.processing.exactly_once());
+        let err = Config::from_toml(
+            "[processing]\nguarantee = \"exactly_once\"\n[repartition]\nenabled = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("processing.guarantee"), "{err}");
+        let err = Config::from_toml("[processing]\nguarantee = \"exactly_twice\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly_twice"), "{err}");
+        let err = Config::from_toml("[processing]\ntransaction_interval = \"45s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("processing.transaction_interval"), "{err}");
     }
 
     #[test]

@@ -308,6 +308,101 @@ impl StateConfig {
     }
 }
 
+/// Delivery guarantee of the service (`processing.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Alerts are acknowledged before their input offsets are committed; a crash re-raises some
+    /// alerts (same ids), never loses one.
+    #[default]
+    AtLeastOnce,
+    /// Kafka transactions: alerts, dead letters, repartition and changelog records and the input
+    /// offsets are committed together. Readers must use `isolation.level=read_committed`.
+    ExactlyOnce,
+}
+
+/// `[processing]`: the delivery guarantee and, for exactly-once, the transactions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    /// `at_least_once` (default) or `exactly_once`.
+    pub guarantee: Guarantee,
+    /// Exactly-once: how often the open transaction is committed. Alerts become visible to
+    /// `read_committed` readers at commit, so this adds up to this much latency.
+    #[serde(with = "humantime_serde")]
+    pub transaction_interval: Duration,
+    /// Exactly-once: the producer's `transactional.id`; empty means `<kafka.group_id>-<host
+    /// name>`. Must be unique per running instance and stable across its restarts (a restart then
+    /// aborts the transaction its predecessor left open at once, instead of after
+    /// `transaction_timeout`). In a StatefulSet, the pod name.
+    pub transactional_id: String,
+    /// Exactly-once: the broker aborts a transaction left open this long (`transaction.timeout.ms`;
+    /// at most the broker's `transaction.max.timeout.ms`, 15 min by default).
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        ProcessingConfig {
+            guarantee: Guarantee::AtLeastOnce,
+            transaction_interval: Duration::from_millis(500),
+            transactional_id: String::new(),
+            transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ProcessingConfig {
+    pub fn exactly_once(&self) -> bool {
+        self.guarantee == Guarantee::ExactlyOnce
+    }
+
+    /// The transactional id (see [`ProcessingConfig::transactional_id`]).
+    pub fn transactional_id_for(&self, group_id: &str) -> String {
+        if !self.transactional_id.is_empty() {
+            return self.transactional_id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_else(|| "localhost".into());
+        format!("{group_id}-{host}")
+    }
+
+    /// Checks the section; the error names the key.
+    pub fn validate(
+        &self,
+        repartition: &RepartitionConfig,
+        state: &StateConfig,
+    ) -> Result<(), (String, String)> {
+        let err = |k: &str, m: &str| Err((format!("processing.{k}"), m.to_owned()));
+        if self.transaction_timeout < Duration::from_secs(1) {
+            return err("transaction_timeout", "must be at least 1s");
+        }
+        if self.transaction_interval < Duration::from_millis(10)
+            || self.transaction_interval * 2 > self.transaction_timeout
+        {
+            return err(
+                "transaction_interval",
+                "must be at least 10ms and at most half of processing.transaction_timeout",
+            );
+        }
+        if self.exactly_once() && !(repartition.enabled && state.changelog) {
+            return err(
+                "guarantee",
+                "exactly_once needs the window state in the changelog: set repartition.enabled = true and state.changelog = true",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A resolved SASL password; never printed.
 #[derive(Clone)]
 pub struct Secret(String);

@@ -578,6 +578,16 @@ impl Topology {
         }
     }
 
+    /// Exactly-once rewind: forgets everything since the last committed transaction (stage 1's
+    /// merging beats and region sightings, stage 2's partition states, which are restored from
+    /// the changelog at first use). Counters are kept.
+    pub(super) fn rewind(&mut self) {
+        self.beats.clear();
+        self.parts.clear();
+        self.router = Router::new(&self.config);
+        self.last_checkpoint = Instant::now();
+    }
+
     /// Drops stage 2 state of revoked repartition partitions.
     pub fn revoked(&mut self, tp: &TopicPartition) {
         if tp.topic == self.topic && self.parts.remove(&tp.partition).is_some() {

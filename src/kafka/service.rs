@@ -39,13 +39,14 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
+use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +59,8 @@ pub enum ServiceError {
     Kafka(#[from] KafkaError),
     #[error("engine: {0}")]
     Engine(#[from] crate::config::ConfigError),
+    #[error("exactly-once: {0}; the service stops so that a restart resumes from the last committed transaction")]
+    Transaction(String),
 }
 
 /// Header on a message the service produced again after a failed delivery.
@@ -70,6 +73,8 @@ struct Ack {
     /// When the input record entered Kafka (its timestamp, epoch ms), or when we consumed it.
     ingested_ms: i64,
     event_time: Option<i64>,
+    /// Exactly-once: the transaction it was sent in ([`Shared::txn_seq`]).
+    txn: u64,
 }
 
 /// State shared by the processing loop, the delivery callback and the rebalance callback (all on
@@ -84,6 +89,37 @@ pub(super) struct Shared {
     assigned: Mutex<Vec<(TopicPartition, Instant)>>,
     stats_seen: AtomicBool,
     metrics: Arc<Metrics>,
+    /// `processing.guarantee = "exactly_once"`: a transaction is open.
+    eos: bool,
+    /// Exactly-once: a message of the open transaction failed; it must be aborted.
+    txn_failed: AtomicBool,
+    /// Exactly-once: records were processed since the last commit.
+    dirty: AtomicBool,
+    /// Exactly-once: the open transaction was aborted on revocation; drop state and re-read.
+    rewind: AtomicBool,
+    /// Exactly-once: bumped at every abort, so late delivery reports of an aborted transaction's
+    /// messages do not fail the next one.
+    txn_seq: AtomicU64,
+}
+
+/// Aborts the open transaction. librdkafka waits for the outstanding messages' delivery reports,
+/// which a `BaseProducer` only serves when polled: poll between attempts.
+fn abort_transaction(
+    producer: &BaseProducer<ProducerCtx>,
+    shared: &Shared,
+    timeout: Duration,
+) -> KafkaResult<()> {
+    shared.txn_seq.fetch_add(1, Ordering::Relaxed);
+    let deadline = Instant::now() + timeout;
+    loop {
+        producer.poll(Duration::ZERO);
+        match producer.abort_transaction(Timeout::After(Duration::from_millis(500))) {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                producer.poll(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,6 +154,18 @@ impl ProducerContext for ProducerCtx {
                 let event_us = ack.event_time.map(|t| (now - t).max(0) as u64 * 1000);
                 m.record_latency(ingest_us, event_us);
             }
+            Err((_, _))
+                if self.shared.eos && ack.txn != self.shared.txn_seq.load(Ordering::Relaxed) =>
+            {
+                // A message of an already aborted transaction: nothing to do.
+            }
+            Err((e, msg)) if self.shared.eos => {
+                // Inside a transaction a lost message cannot be sent again: the transaction is
+                // aborted and everything since the last commit is processed again.
+                m.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = msg.topic(), error = %e, "delivery failed; the transaction will be aborted");
+                self.shared.txn_failed.store(true, Ordering::Relaxed);
+            }
             Err((e, msg)) => {
                 m.delivery_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(topic = msg.topic(), error = %e, "delivery failed; sending again");
@@ -131,6 +179,7 @@ struct ConsumerCtx {
     shared: Arc<Shared>,
     producer: Arc<BaseProducer<ProducerCtx>>,
     drain_timeout: Duration,
+    txn_timeout: Duration,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -151,6 +200,40 @@ impl ClientContext for ConsumerCtx {
     }
 }
 
+impl ConsumerCtx {
+    /// Exactly-once revocation: the open transaction is finished before the partitions go. It
+    /// holds state changes that are only checkpointed at commit, so it is aborted (when records
+    /// were processed since the last commit) and the processing loop rewinds to the last
+    /// committed transaction; the next owner starts from that same point.
+    fn revoke_transactional(&self, revoked: &TopicPartitionList) {
+        if self.shared.dirty.swap(false, Ordering::Relaxed) {
+            match abort_transaction(&self.producer, &self.shared, self.txn_timeout) {
+                Ok(()) => {
+                    Metrics::add(&self.shared.metrics.transactions, "aborted", 1);
+                    self.shared.rewind.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "aborting the transaction on revocation");
+                    self.shared.txn_failed.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut tracker = lock(&self.shared.tracker);
+        let mut assigned = lock(&self.shared.assigned);
+        for elem in revoked.elements() {
+            let tp = TopicPartition {
+                topic: elem.topic().to_owned(),
+                partition: elem.partition(),
+            };
+            tracker.remove(&tp);
+            assigned.retain(|(a, _)| *a != tp);
+            lock(&self.shared.revoked).push(tp);
+        }
+        self.shared.metrics.clear_lag();
+        tracing::info!(partitions = revoked.count(), "partitions revoked");
+    }
+}
+
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
@@ -160,6 +243,10 @@ impl ConsumerContext for ConsumerCtx {
             .metrics
             .rebalances
             .fetch_add(1, Ordering::Relaxed);
+        if self.shared.eos {
+            self.revoke_transactional(revoked);
+            return;
+        }
         // Finish what is in flight for the revoked partitions: their alerts are acknowledged
         // (or time out), then their safe offsets are stored and committed before we return.
         if let Err(e) = self.producer.flush(self.drain_timeout) {
@@ -231,6 +318,8 @@ pub(super) struct PartitionClock {
 pub struct Service {
     consumer: BaseConsumer<ConsumerCtx>,
     paused: bool,
+    /// Exactly-once: when the open transaction began.
+    last_txn: Instant,
     p: Processor,
 }
 
@@ -269,7 +358,14 @@ impl Service {
             assigned: Mutex::new(Vec::new()),
             stats_seen: AtomicBool::new(false),
             metrics,
+            eos: config.processing.exactly_once(),
+            txn_failed: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            rewind: AtomicBool::new(false),
+            txn_seq: AtomicU64::new(0),
         });
+        let eos = config.processing.exactly_once();
+        let txn_timeout = config.processing.transaction_timeout;
 
         let mut pc = ClientConfig::new();
         for (key, v) in &common {
@@ -279,6 +375,13 @@ impl Service {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
+        if eos {
+            pc.set(
+                "transactional.id",
+                config.processing.transactional_id_for(&k.group_id),
+            )
+            .set("transaction.timeout.ms", ms(txn_timeout).to_string());
+        }
         for (key, v) in &k.producer {
             pc.set(key, v);
         }
@@ -301,6 +404,12 @@ impl Service {
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", "5000")
             .set("partition.assignment.strategy", "cooperative-sticky");
+        if eos {
+            // Offsets are committed inside the transactions; upstream transactional producers'
+            // aborted records are never read.
+            cc.set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed");
+        }
         for (key, v) in &k.consumer {
             cc.set(key, v);
         }
@@ -308,6 +417,7 @@ impl Service {
             shared: shared.clone(),
             producer: producer.clone(),
             drain_timeout: config.service.drain_timeout,
+            txn_timeout,
         })?;
         let mut topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
         let topology = if config.repartition.enabled {
@@ -359,11 +469,21 @@ impl Service {
         if let Some(t) = &topology {
             topics.push(&t.topic);
         }
+        if eos {
+            // Fences a predecessor with the same transactional id and aborts what it left open.
+            producer.init_transactions(Timeout::After(txn_timeout))?;
+            producer.begin_transaction()?;
+            tracing::info!(
+                transactional_id = %config.processing.transactional_id_for(&k.group_id),
+                "exactly-once: transactions initialised"
+            );
+        }
         consumer.subscribe(&topics)?;
         let engine = Engine::new(&config)?.with_external_watermark();
         Ok(Service {
             consumer,
             paused: false,
+            last_txn: Instant::now(),
             p: Processor {
                 engine,
                 topology,
@@ -394,13 +514,29 @@ impl Service {
             self.apply_backpressure();
             let polled = self.consumer.poll(Duration::from_millis(100));
             self.p.take_revoked();
+            let shared = &self.p.shared;
+            if shared.eos
+                && (shared.rewind.load(Ordering::Relaxed)
+                    || shared.txn_failed.load(Ordering::Relaxed))
+            {
+                // The record (if any) is read again after the rewind.
+                drop(polled);
+                self.abort_and_rewind("a message of the transaction was not delivered")?;
+                continue;
+            }
             match polled {
                 Some(Ok(msg)) => self.p.handle(&msg),
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => self.p.idle(),
             }
             self.tick();
-            self.store_ready();
+            if self.p.shared.eos {
+                if self.last_txn.elapsed() >= self.p.config.processing.transaction_interval {
+                    self.commit_transaction()?;
+                }
+            } else {
+                self.store_ready();
+            }
             if last_metrics.elapsed() >= Duration::from_millis(500) {
                 self.publish_metrics();
                 last_metrics = Instant::now();
@@ -417,7 +553,10 @@ impl Service {
         let Some(t) = &mut self.p.topology else {
             return;
         };
-        t.checkpoint(&self.p.em, &self.p.shared.metrics, false);
+        if !self.p.shared.eos {
+            // Exactly-once checkpoints inside every transaction instead.
+            t.checkpoint(&self.p.em, &self.p.shared.metrics, false);
+        }
         if !t.tick_due() {
             return;
         }
@@ -448,6 +587,127 @@ impl Service {
             self.p.last_input,
             &caught_up,
         );
+    }
+
+    /// Exactly-once: checkpoints the state into the open transaction, adds the input offsets it
+    /// reflects, commits, and begins the next one. An error that requires an abort rewinds; a
+    /// fatal one (fenced by a newer instance with the same transactional id, ...) stops the
+    /// service.
+    fn commit_transaction(&mut self) -> Result<(), ServiceError> {
+        let timeout = self.p.config.processing.transaction_timeout;
+        if let Some(t) = &mut self.p.topology {
+            t.checkpoint(&self.p.em, &self.p.shared.metrics, true);
+        }
+        // Every message of the transaction acknowledged (or failed), so the tracker's offsets
+        // are final.
+        let _ = self.p.producer.flush(timeout);
+        if self.p.shared.txn_failed.load(Ordering::Relaxed) {
+            return self.abort_and_rewind("a message of the transaction was not delivered");
+        }
+        let ready = lock(&self.p.shared.tracker).take_ready();
+        let deadline = Instant::now() + timeout;
+        let producer = self.p.producer.clone();
+        if !ready.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (tp, next) in &ready {
+                let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
+            }
+            let Some(group) = self.consumer.group_metadata() else {
+                return Err(ServiceError::Transaction(
+                    "no consumer group metadata".into(),
+                ));
+            };
+            let sent = txn_call(deadline, || {
+                producer.send_offsets_to_transaction(&tpl, &group, Timeout::After(timeout))
+            });
+            if let Err(e) = sent {
+                return self.txn_error("sending offsets to the transaction", e);
+            }
+        }
+        match txn_call(deadline, || {
+            producer.commit_transaction(Timeout::After(timeout))
+        }) {
+            Ok(()) => {
+                Metrics::add(&self.p.shared.metrics.transactions, "committed", 1);
+                self.p.shared.dirty.store(false, Ordering::Relaxed);
+                self.p.producer.begin_transaction()?;
+                // The interval counts from here: a slow commit must not leave no time to
+                // process records before the next one.
+                self.last_txn = Instant::now();
+                Ok(())
+            }
+            Err(e) => self.txn_error("committing the transaction", e),
+        }
+    }
+
+    fn txn_error(&mut self, doing: &str, e: KafkaError) -> Result<(), ServiceError> {
+        match &e {
+            KafkaError::Transaction(t) if t.txn_requires_abort() => {
+                self.abort_and_rewind(&format!("{doing}: {e}"))
+            }
+            _ => Err(ServiceError::Transaction(format!("{doing}: {e}"))),
+        }
+    }
+
+    /// Exactly-once: aborts the open transaction (unless the revocation callback already did)
+    /// and rewinds: the in-memory state is dropped (stage 2 restores it from the changelog's
+    /// committed records at first use) and every assigned partition is read again from its
+    /// committed offset. The same as a restart, without leaving the group.
+    fn abort_and_rewind(&mut self, why: &str) -> Result<(), ServiceError> {
+        let shared = self.p.shared.clone();
+        let timeout = self.p.config.processing.transaction_timeout;
+        if !shared.rewind.swap(false, Ordering::Relaxed) {
+            tracing::warn!(reason = why, "exactly-once: aborting the transaction");
+            abort_transaction(&self.p.producer, &shared, timeout)
+                .map_err(|e| ServiceError::Transaction(format!("aborting ({why}): {e}")))?;
+            Metrics::add(&shared.metrics.transactions, "aborted", 1);
+        }
+        shared.txn_failed.store(false, Ordering::Relaxed);
+        shared.dirty.store(false, Ordering::Relaxed);
+        lock(&shared.retries).clear();
+        if let Some(t) = &mut self.p.topology {
+            t.rewind();
+        }
+        self.p.clocks.clear();
+        let assignment = self.consumer.assignment()?;
+        {
+            let mut tracker = lock(&shared.tracker);
+            for e in assignment.elements() {
+                let tp = TopicPartition {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                };
+                tracker.remove(&tp);
+                tracker.touch(&tp);
+            }
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(assignment, Timeout::After(Duration::from_secs(30)))?;
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            if let Err(err) =
+                self.consumer
+                    .seek(e.topic(), e.partition(), offset, Duration::from_secs(10))
+            {
+                return Err(ServiceError::Transaction(format!(
+                    "rewinding {}[{}] to {offset:?}: {err}",
+                    e.topic(),
+                    e.partition()
+                )));
+            }
+        }
+        shared.metrics.rewinds.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            partitions = committed.count(),
+            "exactly-once: rewound to the last committed transaction"
+        );
+        self.p.producer.begin_transaction()?;
+        self.last_txn = Instant::now();
+        Ok(())
     }
 
     fn apply_backpressure(&mut self) {
@@ -535,6 +795,18 @@ impl Service {
     fn shutdown(mut self) {
         tracing::info!("shutting down: draining in-flight messages");
         self.p.shared.metrics.ready.store(false, Ordering::Relaxed);
+        if self.p.shared.eos {
+            if let Some(t) = &mut self.p.topology {
+                t.flush_beats(&self.p.em);
+            }
+            if let Err(e) = self.commit_transaction() {
+                tracing::error!(error = %e, "last transaction");
+            }
+            self.publish_metrics();
+            self.consumer.unsubscribe();
+            tracing::info!("stopped");
+            return;
+        }
         // A last checkpoint, so the next owner restores everything this one processed.
         if let Some(t) = &mut self.p.topology {
             t.flush_beats(&self.p.em);
@@ -598,6 +870,9 @@ impl Processor {
     }
 
     fn handle(&mut self, msg: &BorrowedMessage<'_>) {
+        if self.shared.eos {
+            self.shared.dirty.store(true, Ordering::Relaxed);
+        }
         let tp = self.partition_of(msg);
         let offset = msg.offset();
         let consumed = Instant::now();
@@ -696,6 +971,7 @@ impl Processor {
                     source: Some((tp.clone(), offset)),
                     ingested_ms,
                     event_time: None,
+                    txn: self.shared.txn_seq.load(Ordering::Relaxed),
                 });
                 let mut record = BaseRecord::with_opaque_to(&topic, ack)
                     .payload(payload)
@@ -843,6 +1119,7 @@ impl Emitter {
             source,
             ingested_ms,
             event_time: event_time.or(Some(alert.time)),
+            txn: self.shared.txn_seq.load(Ordering::Relaxed),
         });
         let headers = OwnedHeaders::new().insert(Header {
             key: "cloudwarden.detector",
@@ -869,6 +1146,7 @@ impl Emitter {
             source,
             ingested_ms: now_ms(),
             event_time: None,
+            txn: self.shared.txn_seq.load(Ordering::Relaxed),
         });
         let mut record = BaseRecord::with_opaque_to(topic, ack).payload(payload);
         if let Some(p) = partition {
@@ -893,6 +1171,7 @@ impl Emitter {
             source: Some(source),
             ingested_ms: now_ms(),
             event_time: None,
+            txn: self.shared.txn_seq.load(Ordering::Relaxed),
         });
         let mut record = BaseRecord::with_opaque_to(topic, ack)
             .key(key)
@@ -929,6 +1208,16 @@ impl Emitter {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     self.producer.poll(Duration::from_millis(50));
                     record = back;
+                }
+                Err((e, back)) if self.shared.eos => {
+                    // The transaction is in an error state: abort it and process again.
+                    tracing::warn!(error = %e, topic = back.topic, "produce failed; the transaction will be aborted");
+                    self.shared
+                        .metrics
+                        .delivery_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.txn_failed.store(true, Ordering::Relaxed);
+                    return;
                 }
                 Err((e, back)) => {
                     tracing::error!(error = %e, topic = back.topic, "produce failed; retrying");
@@ -968,6 +1257,19 @@ impl Emitter {
             // Repartition records were sent to a chosen partition: keep it.
             record = record.partition(msg.partition());
             self.send(record);
+        }
+    }
+}
+
+/// Runs a transactional call, retrying what librdkafka calls retriable until `deadline`.
+fn txn_call(deadline: Instant, mut f: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+    loop {
+        match f() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                tracing::debug!(error = %e, "transaction call retried");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
         }
     }
 }

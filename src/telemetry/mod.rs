@@ -37,6 +37,8 @@ pub const STATE_RESTORED: &str = "cloudwarden_state_restored_entries_total";
 pub const STATE_ERRORS: &str = "cloudwarden_state_restore_errors_total";
 pub const CHECKPOINTS: &str = "cloudwarden_checkpoints_total";
 pub const CHANGELOG_BYTES: &str = "cloudwarden_changelog_bytes_total";
+pub const TRANSACTIONS: &str = "cloudwarden_transactions_total";
+pub const REWINDS: &str = "cloudwarden_rewinds_total";
 pub const ASSIGNED: &str = "cloudwarden_assigned_partitions";
 pub const INPUT_BYTES: &str = "cloudwarden_input_bytes_total";
 pub const REPARTITION_OUT: &str = "cloudwarden_repartition_records_out_total";
@@ -78,6 +80,11 @@ pub struct Metrics {
     pub state_errors: Mutex<BTreeMap<String, u64>>,
     pub checkpoints: AtomicU64,
     pub changelog_bytes: AtomicU64,
+    /// Exactly-once: transactions ended, by outcome (`committed`, `aborted`).
+    pub transactions: Mutex<BTreeMap<String, u64>>,
+    /// Exactly-once: times the in-memory state was dropped and the input re-read from the last
+    /// committed transaction (after an abort, or a revocation mid-transaction).
+    pub rewinds: AtomicU64,
     /// Partitions assigned to this instance (input and repartition).
     pub assigned: AtomicU64,
     /// Bytes of input records consumed (not counting the repartition topic).
@@ -122,6 +129,8 @@ impl Default for Metrics {
             state_errors: Mutex::default(),
             checkpoints: AtomicU64::new(0),
             changelog_bytes: AtomicU64::new(0),
+            transactions: Mutex::default(),
+            rewinds: AtomicU64::new(0),
             assigned: AtomicU64::new(0),
             input_bytes: AtomicU64::new(0),
             repartition_out: Mutex::default(),
@@ -377,6 +386,20 @@ impl Metrics {
             "{CHANGELOG_BYTES} {}",
             self.changelog_bytes.load(Ordering::Relaxed)
         );
+        counter(
+            &mut out,
+            TRANSACTIONS,
+            "Exactly-once: transactions ended, by outcome (committed, aborted).",
+        );
+        for (outcome, n) in lock(&self.transactions).iter() {
+            let _ = writeln!(out, "{TRANSACTIONS}{{outcome=\"{}\"}} {n}", escape(outcome));
+        }
+        counter(
+            &mut out,
+            REWINDS,
+            "Exactly-once: state dropped and input re-read from the last committed transaction.",
+        );
+        let _ = writeln!(out, "{REWINDS} {}", self.rewinds.load(Ordering::Relaxed));
         counter(&mut out, INPUT_BYTES, "Bytes of input records consumed.");
         let _ = writeln!(
             out,

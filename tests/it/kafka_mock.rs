@@ -21,15 +21,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const INPUT: &str = "audit";
-const ALERTS: &str = "alerts";
+pub(crate) const INPUT: &str = "audit";
+pub(crate) const ALERTS: &str = "alerts";
 const DLQ: &str = "dead-letters";
 /// The repartition topic (the mock has no CreateTopics API, so the test makes it).
-const REPARTITION: &str = "repartition";
-const REPARTITION_PARTITIONS: i32 = 4;
-const CHANGELOG: &str = "changelog";
+pub(crate) const REPARTITION: &str = "repartition";
+pub(crate) const REPARTITION_PARTITIONS: i32 = 4;
+pub(crate) const CHANGELOG: &str = "changelog";
 
-fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+pub(crate) fn cluster(
+    partitions: i32,
+) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let c = MockCluster::new(1).expect("mock cluster");
     c.create_topic(INPUT, partitions, 1).unwrap();
     c.create_topic(ALERTS, 1, 1).unwrap();
@@ -41,7 +43,7 @@ fn cluster(partitions: i32) -> MockCluster<'static, rdkafka::producer::DefaultPr
     c
 }
 
-fn config(brokers: &str, group: &str) -> Config {
+pub(crate) fn config(brokers: &str, group: &str) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = brokers.to_owned();
     c.kafka.group_id = group.to_owned();
@@ -68,14 +70,14 @@ fn config(brokers: &str, group: &str) -> Config {
     c
 }
 
-struct Running {
+pub(crate) struct Running {
     stop: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     handle: JoinHandle<()>,
 }
 
 impl Running {
-    fn start(config: Config) -> Running {
+    pub(crate) fn start(config: Config) -> Running {
         let metrics = Arc::new(Metrics::default());
         let service = Service::new(config, metrics.clone()).expect("service starts");
         let stop = Arc::new(AtomicBool::new(false));
@@ -92,14 +94,14 @@ impl Running {
         self.metrics.records_in.lock().unwrap().values().sum()
     }
 
-    fn stop(self) -> Arc<Metrics> {
+    pub(crate) fn stop(self) -> Arc<Metrics> {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("service thread");
         self.metrics
     }
 }
 
-fn produce(brokers: &str, records: &[Vec<u8>]) {
+pub(crate) fn produce(brokers: &str, records: &[Vec<u8>]) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -125,7 +127,7 @@ fn stratus(name: &str) -> Vec<Vec<u8>> {
 }
 
 /// Everything in `topic`, read by a fresh consumer until `want` messages or `timeout`.
-fn read_all(
+pub(crate) fn read_all(
     brokers: &str,
     topic: &str,
     want: usize,
@@ -161,7 +163,7 @@ fn read_all(
 }
 
 /// Committed next-offsets of `group` for the input partitions.
-fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
+pub(crate) fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -182,7 +184,7 @@ fn committed(brokers: &str, group: &str, partitions: i32) -> BTreeMap<i32, i64> 
     out
 }
 
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if cond() {
@@ -210,7 +212,7 @@ fn stop_logging_copies(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn alerts_of(messages: &[rdkafka::message::OwnedMessage]) -> Vec<Alert> {
+pub(crate) fn alerts_of(messages: &[rdkafka::message::OwnedMessage]) -> Vec<Alert> {
     messages
         .iter()
         .map(|m| serde_json::from_slice::<Alert>(m.payload().unwrap()).expect("alert.v1 JSON"))

@@ -6,6 +6,8 @@ mod broker;
 mod catalog_coverage;
 mod deploy;
 #[cfg(feature = "kafka")]
+mod exactly_once;
+#[cfg(feature = "kafka")]
 mod faults;
 mod golden;
 mod invictus;
