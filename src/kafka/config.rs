@@ -255,6 +255,10 @@ pub struct StateConfig {
     /// Give up restoring a partition after this long (its state then starts fresh, reported).
     #[serde(with = "humantime_serde")]
     pub restore_timeout: Duration,
+    /// Single node without the repartition step (`repartition.enabled = false`): a local file
+    /// the engine's state is checkpointed to every `checkpoint_interval`, with the input offsets
+    /// it reflects, and restored from at start. Empty: no local state (a restart starts fresh).
+    pub snapshot_path: String,
 }
 
 impl Default for StateConfig {
@@ -265,6 +269,7 @@ impl Default for StateConfig {
             replication_factor: -1,
             checkpoint_interval: Duration::from_secs(5),
             restore_timeout: Duration::from_secs(300),
+            snapshot_path: String::new(),
         }
     }
 }
@@ -295,6 +300,12 @@ impl StateConfig {
         }
         if self.restore_timeout.is_zero() {
             return err("restore_timeout", "must be positive");
+        }
+        if !self.snapshot_path.is_empty() && repartition.enabled {
+            return err(
+                "snapshot_path",
+                "is for a single node without the repartition step (repartition.enabled = false); with it, state lives in the changelog topic",
+            );
         }
         let topic = self.topic_for(&kafka.group_id);
         if kafka.input_topics.contains(&topic)

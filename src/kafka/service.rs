@@ -97,6 +97,8 @@ pub(super) struct Shared {
     dirty: AtomicBool,
     /// Exactly-once: the open transaction was aborted on revocation; drop state and re-read.
     rewind: AtomicBool,
+    /// `state.snapshot_path`: offsets are committed only from durable snapshot batches.
+    local_state: bool,
     /// Exactly-once: bumped at every abort, so late delivery reports of an aborted transaction's
     /// messages do not fail the next one.
     txn_seq: AtomicU64,
@@ -270,7 +272,8 @@ impl ConsumerContext for ConsumerCtx {
                 lock(&self.shared.revoked).push(tp);
             }
         }
-        if store.count() > 0 {
+        // With a local snapshot, offsets are committed only from its durable batches.
+        if store.count() > 0 && !self.shared.local_state {
             if let Err(e) = consumer.store_offsets(&store) {
                 tracing::debug!(error = %e, "storing offsets of revoked partitions");
             }
@@ -314,6 +317,18 @@ pub(super) struct PartitionClock {
     pub(super) last_record: Instant,
 }
 
+/// The engine's state in a local file (`state.snapshot_path`), for a single node without the
+/// repartition step. The file is the truth for both state and offsets: a batch holds the state
+/// changes and the input offsets they reflect, and offsets are committed only from a durable
+/// batch, so the group's committed offsets never run ahead of the file. Records below the file's
+/// offsets (committed offsets lag the file after a crash between append and commit) are skipped.
+struct LocalState {
+    log: crate::snapshot::SnapshotLog,
+    /// Next offset per input partition as of the file; records below are already in the state.
+    restored: HashMap<TopicPartition, i64>,
+    last: Instant,
+}
+
 /// The running service: the consumer, and everything a record touches.
 pub struct Service {
     consumer: BaseConsumer<ConsumerCtx>,
@@ -336,6 +351,8 @@ struct Processor {
     last_input: Instant,
     last_idle_advance: Instant,
     alerts: Vec<Alert>,
+    /// `state.snapshot_path` (single node, repartition off): the local state file.
+    snapshot: Option<LocalState>,
     /// Interned partitions (no allocation per record) with records consumed since the last
     /// metrics flush (counters are aggregated, not locked per record).
     partitions: Vec<(Arc<TopicPartition>, u64)>,
@@ -363,6 +380,7 @@ impl Service {
             dirty: AtomicBool::new(false),
             rewind: AtomicBool::new(false),
             txn_seq: AtomicU64::new(0),
+            local_state: !config.repartition.enabled && !config.state.snapshot_path.is_empty(),
         });
         let eos = config.processing.exactly_once();
         let txn_timeout = config.processing.transaction_timeout;
@@ -479,7 +497,12 @@ impl Service {
             );
         }
         consumer.subscribe(&topics)?;
-        let engine = Engine::new(&config)?.with_external_watermark();
+        let mut engine = Engine::new(&config)?.with_external_watermark();
+        let snapshot = if topology.is_none() && !config.state.snapshot_path.is_empty() {
+            Some(open_snapshot(&config, &mut engine, &shared.metrics)?)
+        } else {
+            None
+        };
         Ok(Service {
             consumer,
             paused: false,
@@ -499,6 +522,7 @@ impl Service {
                 last_input: Instant::now(),
                 last_idle_advance: Instant::now(),
                 alerts: Vec::new(),
+                snapshot,
                 partitions: Vec::new(),
                 config,
             },
@@ -534,6 +558,8 @@ impl Service {
                 if self.last_txn.elapsed() >= self.p.config.processing.transaction_interval {
                     self.commit_transaction()?;
                 }
+            } else if self.p.snapshot.is_some() {
+                self.snapshot(false)?;
             } else {
                 self.store_ready();
             }
@@ -710,6 +736,50 @@ impl Service {
         Ok(())
     }
 
+    /// Every `state.checkpoint_interval` (and at shutdown): once every alert raised so far is
+    /// acknowledged, appends the engine's changed state with the offsets it reflects to the
+    /// snapshot file, then stores those offsets for commit. A failed write stops the service:
+    /// the restart resumes from the file's last complete batch.
+    fn snapshot(&mut self, force: bool) -> Result<(), ServiceError> {
+        let Some(local) = &mut self.p.snapshot else {
+            return Ok(());
+        };
+        let interval = self.p.config.state.checkpoint_interval;
+        if !force && local.last.elapsed() < interval {
+            return Ok(());
+        }
+        local.last = Instant::now();
+        // The state reflects every processed record; the offsets must too.
+        if !self.p.em.flush(self.p.config.service.drain_timeout) {
+            tracing::warn!("snapshot postponed: alerts not yet acknowledged");
+            return Ok(());
+        }
+        let ready = lock(&self.p.shared.tracker).take_ready();
+        let offsets: Vec<(String, i32, i64)> = ready
+            .iter()
+            .map(|(tp, next)| (tp.topic.clone(), tp.partition, *next))
+            .collect();
+        let entries = self.p.engine.checkpoint();
+        let bytes = local.log.append(&entries, &offsets).map_err(|e| {
+            ServiceError::Config("state.snapshot_path".into(), format!("writing: {e}"))
+        })?;
+        let m = &self.p.shared.metrics;
+        m.checkpoints.fetch_add(1, Ordering::Relaxed);
+        m.snapshot_bytes
+            .store(local.log.file_bytes(), Ordering::Relaxed);
+        tracing::debug!(entries = entries.len(), bytes, "snapshot written");
+        if !ready.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (tp, next) in &ready {
+                let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
+            }
+            if let Err(e) = self.consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %e, "store_offsets");
+            }
+        }
+        Ok(())
+    }
+
     fn apply_backpressure(&mut self) {
         let in_flight = lock(&self.p.shared.tracker).in_flight();
         let max = self.p.config.service.max_in_flight;
@@ -825,7 +895,13 @@ impl Service {
                 break;
             }
         }
-        self.store_ready();
+        if self.p.snapshot.is_some() {
+            if let Err(e) = self.snapshot(true) {
+                tracing::error!(error = %e, "last snapshot");
+            }
+        } else {
+            self.store_ready();
+        }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit");
         }
@@ -914,6 +990,16 @@ impl Processor {
                 }
             }
             None => {
+                if let Some(local) = &mut self.snapshot {
+                    if let Some(&next) = local.restored.get(tp.as_ref()) {
+                        if offset < next {
+                            // Already in the restored state (read again: the commit lagged).
+                            lock(&self.shared.tracker).processed(&tp, offset, 0);
+                            return;
+                        }
+                        local.restored.remove(tp.as_ref());
+                    }
+                }
                 m.input_bytes
                     .fetch_add(payload.len() as u64, Ordering::Relaxed);
                 self.engine.process_record(payload, &mut self.alerts)
@@ -1259,6 +1345,54 @@ impl Emitter {
             self.send(record);
         }
     }
+}
+
+/// Opens (or creates) the snapshot file and restores the engine from it.
+fn open_snapshot(
+    config: &Config,
+    engine: &mut Engine,
+    metrics: &Metrics,
+) -> Result<LocalState, ServiceError> {
+    let path = std::path::Path::new(&config.state.snapshot_path);
+    let (log, loaded) = crate::snapshot::SnapshotLog::open(path)
+        .map_err(|e| ServiceError::Config("state.snapshot_path".into(), e.to_string()))?;
+    if loaded.discarded_bytes > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = loaded.discarded_bytes,
+            "snapshot: an incomplete last batch was cut off (a crash while writing); the state is that of the batch before"
+        );
+        Metrics::add(&metrics.state_errors, "torn_batch", 1);
+    }
+    engine.track_changes();
+    let failed = engine.restore(&loaded.entries);
+    for (e, err) in &failed {
+        tracing::warn!(detector = e.detector, table = e.table, key = e.key, error = %err, "state entry skipped; its key starts fresh");
+        Metrics::add(&metrics.state_errors, err.reason(), 1);
+    }
+    let restored = (loaded.entries.len() - failed.len()) as u64;
+    metrics
+        .state_restored
+        .fetch_add(restored, Ordering::Relaxed);
+    metrics
+        .snapshot_bytes
+        .store(log.file_bytes(), Ordering::Relaxed);
+    tracing::info!(
+        path = %path.display(),
+        entries = restored,
+        batches = loaded.batches,
+        partitions = loaded.offsets.len(),
+        "snapshot restored"
+    );
+    Ok(LocalState {
+        log,
+        restored: loaded
+            .offsets
+            .into_iter()
+            .map(|(topic, partition, next)| (TopicPartition { topic, partition }, next))
+            .collect(),
+        last: Instant::now(),
+    })
 }
 
 /// Runs a transactional call, retrying what librdkafka calls retriable until `deadline`.

@@ -39,6 +39,7 @@ pub const CHECKPOINTS: &str = "cloudwarden_checkpoints_total";
 pub const CHANGELOG_BYTES: &str = "cloudwarden_changelog_bytes_total";
 pub const TRANSACTIONS: &str = "cloudwarden_transactions_total";
 pub const REWINDS: &str = "cloudwarden_rewinds_total";
+pub const SNAPSHOT_BYTES: &str = "cloudwarden_snapshot_file_bytes";
 pub const ASSIGNED: &str = "cloudwarden_assigned_partitions";
 pub const INPUT_BYTES: &str = "cloudwarden_input_bytes_total";
 pub const REPARTITION_OUT: &str = "cloudwarden_repartition_records_out_total";
@@ -85,6 +86,8 @@ pub struct Metrics {
     /// Exactly-once: times the in-memory state was dropped and the input re-read from the last
     /// committed transaction (after an abort, or a revocation mid-transaction).
     pub rewinds: AtomicU64,
+    /// Size of the local snapshot file (`state.snapshot_path`).
+    pub snapshot_bytes: AtomicU64,
     /// Partitions assigned to this instance (input and repartition).
     pub assigned: AtomicU64,
     /// Bytes of input records consumed (not counting the repartition topic).
@@ -131,6 +134,7 @@ impl Default for Metrics {
             changelog_bytes: AtomicU64::new(0),
             transactions: Mutex::default(),
             rewinds: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
             assigned: AtomicU64::new(0),
             input_bytes: AtomicU64::new(0),
             repartition_out: Mutex::default(),
@@ -400,6 +404,16 @@ impl Metrics {
             "Exactly-once: state dropped and input re-read from the last committed transaction.",
         );
         let _ = writeln!(out, "{REWINDS} {}", self.rewinds.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            SNAPSHOT_BYTES,
+            "Size of the local state snapshot file (state.snapshot_path).",
+        );
+        let _ = writeln!(
+            out,
+            "{SNAPSHOT_BYTES} {}",
+            self.snapshot_bytes.load(Ordering::Relaxed)
+        );
         counter(&mut out, INPUT_BYTES, "Bytes of input records consumed.");
         let _ = writeln!(
             out,

@@ -4,7 +4,7 @@
 //! uninterrupted live run): none lost, none new. Duplicates (at-least-once) are counted.
 
 use crate::broker::Broker;
-use crate::scale_out::{produce, read_alerts, INPUT_PARTITIONS};
+use crate::scale_out::{produce_spread, read_alerts, INPUT_PARTITIONS};
 use crate::util::{input_files, records};
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
@@ -29,10 +29,34 @@ fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
+/// Where the state survives a crash.
+#[derive(Clone, Copy, PartialEq)]
+enum Durable {
+    /// The repartitioned topology: stage 2 checkpoints to the changelog topic.
+    Changelog,
+    /// A single node without the repartition step: the local snapshot file.
+    SnapshotFile,
+}
+
 #[test]
 fn kill_9_and_restart_loses_no_alert_and_invents_none() {
+    kill_9_and_restart(Durable::Changelog);
+}
+
+#[test]
+fn single_node_kill_9_and_restart_with_a_snapshot_file_loses_no_alert_and_invents_none() {
+    kill_9_and_restart(Durable::SnapshotFile);
+}
+
+fn kill_9_and_restart(durable: Durable) {
     let broker = Broker::start();
-    broker.create_topics(&[("audit", INPUT_PARTITIONS), ("alerts", 1), ("dlq", 1)]);
+    // A single node without the repartition step processes in arrival order, so its results
+    // equal replay's (event-time order) only when that is the order of one partition.
+    let partitions = match durable {
+        Durable::Changelog => INPUT_PARTITIONS,
+        Durable::SnapshotFile => 1,
+    };
+    broker.create_topics(&[("audit", partitions), ("alerts", 1), ("dlq", 1)]);
     // The stream arrives over ~30 s while the service is killed and restarted, so every kill
     // lands mid-stream.
     let records = records(&input_files());
@@ -40,7 +64,7 @@ fn kill_9_and_restart_loses_no_alert_and_invents_none() {
         let (addr, records) = (broker.addr.clone(), records.clone());
         std::thread::spawn(move || {
             for chunk in records.chunks(records.len().div_ceil(30)) {
-                produce(&addr, "audit", chunk);
+                produce_spread(&addr, "audit", chunk, partitions);
                 std::thread::sleep(Duration::from_secs(1));
             }
         })
@@ -55,13 +79,22 @@ fn kill_9_and_restart_loses_no_alert_and_invents_none() {
     let log = std::env::var_os("CW_FAULT_LOG")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| dir.path().join("service.log"));
+    // CW_NO_STATE=1 shows the test can fail: without the changelog or the file, state is lost.
+    let keep_state = std::env::var_os("CW_NO_STATE").is_none();
+    let snapshot = dir.path().join("state").join("cloudwarden.snap");
+    let (repartition, snapshot_path) = match durable {
+        Durable::Changelog => (true, String::new()),
+        Durable::SnapshotFile if keep_state => (false, snapshot.display().to_string()),
+        Durable::SnapshotFile => (false, String::new()),
+    };
+    let group = if repartition { "changelog" } else { "file" };
     std::fs::write(
         &config,
         format!(
             r#"
 [kafka]
 brokers = "{}"
-group_id = "faults"
+group_id = "faults-{group}"
 input_topics = ["audit"]
 alerts_topic = "alerts"
 dead_letter_topic = "dlq"
@@ -77,16 +110,16 @@ commit_interval = "200ms"
 partition_idle_timeout = "2s"
 idle_timeout = "1h"
 [repartition]
+enabled = {repartition}
 replication_factor = 1
 marker_interval = "100ms"
 [state]
-changelog = {}
+changelog = {keep_state}
 replication_factor = 1
 checkpoint_interval = "300ms"
+snapshot_path = "{snapshot_path}"
 "#,
             broker.addr,
-            // CW_NO_STATE=1 shows the test can fail: without the changelog, state is lost.
-            std::env::var_os("CW_NO_STATE").is_none()
         ),
     )
     .unwrap();
@@ -147,6 +180,9 @@ checkpoint_interval = "300ms"
             .collect::<Vec<_>>(),
         new.iter().map(|id| by_id(id)).collect::<Vec<_>>()
     );
+    if durable == Durable::SnapshotFile {
+        assert!(snapshot.exists(), "no snapshot file was written");
+    }
     eprintln!(
         "kill -9 × {kills}: {} distinct alerts as uninterrupted, {} duplicates delivered (at-least-once)",
         got.len(),
@@ -195,7 +231,12 @@ fn corrupt_and_unknown_version_changelog_entries_are_reported_and_the_service_ru
     let instance = Instance::start(c.clone());
     wait_stable(&[&instance]);
     let records = records(&input_files());
-    produce(&broker.addr, &c.kafka.input_topics[0], &records);
+    produce_spread(
+        &broker.addr,
+        &c.kafka.input_topics[0],
+        &records,
+        INPUT_PARTITIONS,
+    );
     let alerts = read_alerts(&broker.addr, &c.kafka.alerts_topic, Duration::from_secs(10));
     let errors = instance.metrics.state_errors.lock().unwrap().clone();
     instance.stop();

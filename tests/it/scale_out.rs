@@ -34,6 +34,11 @@ const REPARTITION_PARTITIONS: i32 = 6;
 /// Produces round-robin over the input partitions: a principal's events, and a log source's,
 /// land on every partition on purpose.
 pub(crate) fn produce(brokers: &str, topic: &str, records: &[Vec<u8>]) {
+    produce_spread(brokers, topic, records, INPUT_PARTITIONS)
+}
+
+/// Produces `records` round-robin over `partitions` partitions of `topic`.
+pub(crate) fn produce_spread(brokers: &str, topic: &str, records: &[Vec<u8>], partitions: i32) {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "10")
@@ -42,7 +47,7 @@ pub(crate) fn produce(brokers: &str, topic: &str, records: &[Vec<u8>]) {
     for (i, r) in records.iter().enumerate() {
         let mut rec = BaseRecord::<(), [u8]>::to(topic)
             .payload(r.as_slice())
-            .partition(i as i32 % INPUT_PARTITIONS);
+            .partition(i as i32 % partitions);
         loop {
             match p.send(rec) {
                 Ok(()) => break,
