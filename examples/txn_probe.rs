@@ -43,8 +43,11 @@ fn main() {
     // committed txn of 5
     println!("begin: {:?}", p.begin_transaction());
     for i in 0..5 {
-        p.send(BaseRecord::<str, str>::to("txn-probe").payload(&format!("c{i}")))
-            .unwrap();
+        if let Err((e, _)) =
+            p.send(BaseRecord::<str, str>::to("txn-probe").payload(&format!("c{i}")))
+        {
+            println!("send: {e}");
+        }
     }
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -76,8 +79,11 @@ fn main() {
     );
     println!("begin2: {:?}", p.begin_transaction());
     for i in 0..3 {
-        p.send(BaseRecord::<str, str>::to("txn-probe").payload(&format!("a{i}")))
-            .unwrap();
+        if let Err((e, _)) =
+            p.send(BaseRecord::<str, str>::to("txn-probe").payload(&format!("a{i}")))
+        {
+            println!("send: {e}");
+        }
     }
     let _ = p.flush(Duration::from_secs(10));
     println!(
@@ -85,8 +91,9 @@ fn main() {
         p.abort_transaction(Timeout::After(Duration::from_secs(20)))
     );
     println!("begin3: {:?}", p.begin_transaction());
-    p.send(BaseRecord::<str, str>::to("txn-probe").payload("c-last"))
-        .unwrap();
+    if let Err((e, _)) = p.send(BaseRecord::<str, str>::to("txn-probe").payload("c-last")) {
+        println!("send: {e}");
+    }
     println!(
         "commit3: {:?}",
         p.commit_transaction(Timeout::After(Duration::from_secs(20)))
