@@ -148,6 +148,14 @@ impl OffsetTracker {
             .and_then(PartitionState::next_offset)
     }
 
+    /// One past the largest offset of `tp` processed, acknowledged or not.
+    pub fn processed_until(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partitions
+            .get(tp)
+            .and_then(|s| s.max_processed)
+            .map(|m| m + 1)
+    }
+
     /// Whether `tp` still waits for acknowledgements.
     pub fn has_pending(&self, tp: &TopicPartition) -> bool {
         self.partitions

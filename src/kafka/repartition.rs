@@ -439,6 +439,16 @@ impl Topology {
                 {
                     return 0;
                 }
+                // Buffered at the checkpoint: its stateless detectors ran on arrival, and their
+                // alerts and suppression counts are in the checkpoint already.
+                let detectors = if was_buffered {
+                    DetectorSet(detectors.0 & !part.immediate.0)
+                } else {
+                    detectors
+                };
+                if detectors.is_empty() {
+                    return 0;
+                }
                 if late || ev.time < part.watermark {
                     part.stateful.event(&ev, None, detectors, true, alerts);
                 } else {
@@ -504,22 +514,23 @@ impl Topology {
     /// Every `state.checkpoint_interval`: write each partition's changed state to the changelog,
     /// acknowledged against the partition's checkpoint hold (so its offsets are committed only
     /// once the checkpoint is durable).
-    pub(super) fn checkpoint(&mut self, em: &Emitter, metrics: &Metrics, force: bool) {
+    /// Returns whether the state is checkpointed up to what was read (`false`: postponed).
+    pub(super) fn checkpoint(&mut self, em: &Emitter, metrics: &Metrics, force: bool) -> bool {
         let Some(changelog) = &self.changelog else {
-            return;
+            return true;
         };
         if !force && self.last_checkpoint.elapsed() < self.config.state.checkpoint_interval {
-            return;
+            return true;
         }
         self.last_checkpoint = Instant::now();
         if !self.parts.values().any(|p| p.cp_hold.is_some()) {
-            return;
+            return true;
         }
         // Every alert raised so far must be acknowledged before the state that raised it is
         // checkpointed: a restore skips the records behind the checkpoint.
         if !em.flush(self.config.service.drain_timeout) {
             tracing::warn!("checkpoint postponed: alerts not yet acknowledged");
-            return;
+            return false;
         }
         for (&r, part) in &mut self.parts {
             let Some(hold) = part.cp_hold.take() else {
@@ -562,6 +573,7 @@ impl Topology {
             metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
             metrics.changelog_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
+        true
     }
 
     /// Sends every beat still being merged (shutdown), so their input offsets can be committed.
@@ -588,12 +600,19 @@ impl Topology {
         self.last_checkpoint = Instant::now();
     }
 
-    /// Drops stage 2 state of revoked repartition partitions.
+    /// Drops what this instance holds for a revoked partition: a repartition partition's state;
+    /// an input partition's merging beats (their input offsets were not committed, so the next
+    /// owner reads those records again and sends the same panes).
     pub fn revoked(&mut self, tp: &TopicPartition) {
-        if tp.topic == self.topic && self.parts.remove(&tp.partition).is_some() {
+        if tp.topic != self.topic {
+            let slot = input_slot(&self.config, tp);
+            self.beats.retain(|(s, _), _| *s != slot);
+            return;
+        }
+        if self.parts.remove(&tp.partition).is_some() {
             tracing::info!(
                 partition = tp.partition,
-                "repartition partition revoked: its window state is dropped (warm-up policy)"
+                "repartition partition revoked: its state is dropped (the next owner restores it from the changelog)"
             );
         }
     }
@@ -811,6 +830,19 @@ fn restore_part(
     let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
     let mut next = low;
     let mut quiet_since = Instant::now();
+    // At the end: the last record read, or the consumer's position past it (a transactional
+    // changelog ends with a commit marker, which is never delivered but moves the position).
+    let at_end = |next: i64| {
+        next >= high
+            || consumer
+                .position()
+                .ok()
+                .and_then(|p| {
+                    p.find_partition(changelog, partition)
+                        .and_then(|e| e.offset().to_raw())
+                })
+                .is_some_and(|pos| pos >= high)
+    };
     while started.elapsed() < timeout {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
@@ -825,7 +857,7 @@ fn restore_part(
                 let quiet = quiet_since.elapsed();
                 // At the end; or nothing more arrives although the broker said there was more
                 // (an end offset that counts control records or is stale): stop waiting.
-                if (next >= high && quiet >= Duration::from_millis(300))
+                if (quiet >= Duration::from_millis(300) && at_end(next))
                     || quiet >= Duration::from_secs(2)
                 {
                     break;
@@ -833,7 +865,7 @@ fn restore_part(
             }
         }
     }
-    if next < high {
+    if !at_end(next) {
         tracing::error!(
             partition,
             read = next,

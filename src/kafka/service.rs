@@ -63,6 +63,9 @@ pub enum ServiceError {
     Transaction(String),
 }
 
+/// Exactly-once: rewinds without a commit in between before the service gives up.
+const MAX_REWINDS_IN_A_ROW: u32 = 5;
+
 /// Header on a message the service produced again after a failed delivery.
 pub(super) const RESENT_HEADER: &str = "cloudwarden.resent";
 
@@ -99,6 +102,9 @@ pub(super) struct Shared {
     rewind: AtomicBool,
     /// `state.snapshot_path`: offsets are committed only from durable snapshot batches.
     local_state: bool,
+    /// `state.snapshot_path`: revoked partitions and how far the engine had processed them
+    /// (their records up to there are in its state if they come back).
+    revoked_positions: Mutex<Vec<(TopicPartition, i64)>>,
     /// Exactly-once: bumped at every abort, so late delivery reports of an aborted transaction's
     /// messages do not fail the next one.
     txn_seq: AtomicU64,
@@ -267,6 +273,11 @@ impl ConsumerContext for ConsumerCtx {
                     let _ =
                         store.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next));
                 }
+                if self.shared.local_state {
+                    if let Some(until) = tracker.processed_until(&tp) {
+                        lock(&self.shared.revoked_positions).push((tp.clone(), until));
+                    }
+                }
                 tracker.remove(&tp);
                 assigned.retain(|(a, _)| *a != tp);
                 lock(&self.shared.revoked).push(tp);
@@ -324,8 +335,11 @@ pub(super) struct PartitionClock {
 /// offsets (committed offsets lag the file after a crash between append and commit) are skipped.
 struct LocalState {
     log: crate::snapshot::SnapshotLog,
-    /// Next offset per input partition as of the file; records below are already in the state.
+    /// Next offset per input partition as of the file (or as processed before a revocation);
+    /// records below are already in the state.
     restored: HashMap<TopicPartition, i64>,
+    /// The offset last written to the file per partition: a batch never writes a lower one.
+    written: HashMap<TopicPartition, i64>,
     last: Instant,
 }
 
@@ -335,6 +349,8 @@ pub struct Service {
     paused: bool,
     /// Exactly-once: when the open transaction began.
     last_txn: Instant,
+    /// Exactly-once: rewinds since the last committed transaction.
+    rewinds_in_a_row: u32,
     p: Processor,
 }
 
@@ -381,6 +397,7 @@ impl Service {
             rewind: AtomicBool::new(false),
             txn_seq: AtomicU64::new(0),
             local_state: !config.repartition.enabled && !config.state.snapshot_path.is_empty(),
+            revoked_positions: Mutex::new(Vec::new()),
         });
         let eos = config.processing.exactly_once();
         let txn_timeout = config.processing.transaction_timeout;
@@ -507,6 +524,7 @@ impl Service {
             consumer,
             paused: false,
             last_txn: Instant::now(),
+            rewinds_in_a_row: 0,
             p: Processor {
                 engine,
                 topology,
@@ -622,7 +640,15 @@ impl Service {
     fn commit_transaction(&mut self) -> Result<(), ServiceError> {
         let timeout = self.p.config.processing.transaction_timeout;
         if let Some(t) = &mut self.p.topology {
-            t.checkpoint(&self.p.em, &self.p.shared.metrics, true);
+            if !t.checkpoint(&self.p.em, &self.p.shared.metrics, true)
+                && !self.p.shared.txn_failed.load(Ordering::Relaxed)
+            {
+                // Messages still unacknowledged: the state is not in the transaction yet, so it
+                // must not commit. It stays open; if it outlives transaction_timeout, the broker
+                // aborts it and the next send fails, which rewinds.
+                self.last_txn = Instant::now();
+                return Ok(());
+            }
         }
         // Every message of the transaction acknowledged (or failed), so the tracker's offsets
         // are final.
@@ -656,6 +682,7 @@ impl Service {
             Ok(()) => {
                 Metrics::add(&self.p.shared.metrics.transactions, "committed", 1);
                 self.p.shared.dirty.store(false, Ordering::Relaxed);
+                self.rewinds_in_a_row = 0;
                 self.p.producer.begin_transaction()?;
                 // The interval counts from here: a slow commit must not leave no time to
                 // process records before the next one.
@@ -666,12 +693,20 @@ impl Service {
         }
     }
 
+    /// Fatal errors (fenced, ...) stop the service; errors that require an abort, retriable ones
+    /// that outlasted the transaction timeout, and a flush that timed out abort and rewind.
     fn txn_error(&mut self, doing: &str, e: KafkaError) -> Result<(), ServiceError> {
-        match &e {
-            KafkaError::Transaction(t) if t.txn_requires_abort() => {
-                self.abort_and_rewind(&format!("{doing}: {e}"))
+        let abortable = match &e {
+            KafkaError::Transaction(t) => {
+                !t.is_fatal() && (t.txn_requires_abort() || t.is_retriable())
             }
-            _ => Err(ServiceError::Transaction(format!("{doing}: {e}"))),
+            KafkaError::Flush(_) => true,
+            _ => false,
+        };
+        if abortable {
+            self.abort_and_rewind(&format!("{doing}: {e}"))
+        } else {
+            Err(ServiceError::Transaction(format!("{doing}: {e}")))
         }
     }
 
@@ -680,6 +715,14 @@ impl Service {
     /// committed records at first use) and every assigned partition is read again from its
     /// committed offset. The same as a restart, without leaving the group.
     fn abort_and_rewind(&mut self, why: &str) -> Result<(), ServiceError> {
+        self.rewinds_in_a_row += 1;
+        if self.rewinds_in_a_row > MAX_REWINDS_IN_A_ROW {
+            // The same input fails the same way each time (a message that can never be
+            // delivered): rewinding again would loop.
+            return Err(ServiceError::Transaction(format!(
+                "{MAX_REWINDS_IN_A_ROW} rewinds in a row without a commit; last: {why}"
+            )));
+        }
         let shared = self.p.shared.clone();
         let timeout = self.p.config.processing.transaction_timeout;
         if !shared.rewind.swap(false, Ordering::Relaxed) {
@@ -754,7 +797,16 @@ impl Service {
             tracing::warn!("snapshot postponed: alerts not yet acknowledged");
             return Ok(());
         }
-        let ready = lock(&self.p.shared.tracker).take_ready();
+        let mut ready = lock(&self.p.shared.tracker).take_ready();
+        // After a revocation and re-assignment the tracker starts again below the file's offset
+        // (the skipped records): never move the file back.
+        ready.retain(|(tp, next)| match local.written.get(tp) {
+            Some(w) if *w >= *next => false,
+            _ => {
+                local.written.insert(tp.clone(), *next);
+                true
+            }
+        });
         let offsets: Vec<(String, i32, i64)> = ready
             .iter()
             .map(|(tp, next)| (tp.topic.clone(), tp.partition, *next))
@@ -1154,8 +1206,16 @@ impl Processor {
         }
     }
 
-    /// Stage 2 drops the state of revoked repartition partitions.
+    /// Stage 2 drops the state of revoked repartition partitions; with the snapshot file, the
+    /// engine remembers how far it processed a revoked partition, to skip those records if it
+    /// comes back (its state still holds them).
     fn take_revoked(&mut self) {
+        if let Some(local) = &mut self.snapshot {
+            for (tp, until) in std::mem::take(&mut *lock(&self.shared.revoked_positions)) {
+                let e = local.restored.entry(tp).or_insert(until);
+                *e = (*e).max(until);
+            }
+        }
         let revoked = std::mem::take(&mut *lock(&self.shared.revoked));
         if let Some(t) = &mut self.topology {
             for tp in &revoked {
@@ -1384,13 +1444,15 @@ fn open_snapshot(
         partitions = loaded.offsets.len(),
         "snapshot restored"
     );
+    let restored: HashMap<TopicPartition, i64> = loaded
+        .offsets
+        .into_iter()
+        .map(|(topic, partition, next)| (TopicPartition { topic, partition }, next))
+        .collect();
     Ok(LocalState {
         log,
-        restored: loaded
-            .offsets
-            .into_iter()
-            .map(|(topic, partition, next)| (TopicPartition { topic, partition }, next))
-            .collect(),
+        written: restored.clone(),
+        restored,
         last: Instant::now(),
     })
 }

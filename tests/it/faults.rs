@@ -180,8 +180,19 @@ snapshot_path = "{snapshot_path}"
             .collect::<Vec<_>>(),
         new.iter().map(|id| by_id(id)).collect::<Vec<_>>()
     );
-    if durable == Durable::SnapshotFile {
-        assert!(snapshot.exists(), "no snapshot file was written");
+    if durable == Durable::SnapshotFile && keep_state {
+        // The restarts restored state from the file (not only re-read the input).
+        let text = std::fs::read_to_string(&log).unwrap();
+        let restored: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains("snapshot restored"))
+            .filter_map(|l| l.split("entries=").nth(1))
+            .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect();
+        assert!(
+            restored.iter().any(|n| *n > 0),
+            "no restart restored any state from the file: {restored:?}"
+        );
     }
     eprintln!(
         "kill -9 × {kills}: {} distinct alerts as uninterrupted, {} duplicates delivered (at-least-once)",
