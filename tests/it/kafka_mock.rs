@@ -461,6 +461,50 @@ fn repartitioned_a_slow_alerts_topic_pauses_input_and_loses_nothing() {
     assert_eq!(committed(&brokers, "g3r", 1).get(&0), Some(&40));
 }
 
+/// A record still waiting in stage 2's reorder buffer at the checkpoint is read again after a
+/// restart; its stateless detectors already ran (their alert went out, their suppression count
+/// is in the checkpoint), so it must not raise the same alert a second time.
+#[test]
+fn a_restart_does_not_re_raise_the_stateless_alerts_of_buffered_records() {
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    let records = stop_logging_copies(1);
+    produce(&brokers, &records);
+    let mut cfg = config(&brokers, "g5r");
+    cfg.repartition.enabled = true;
+    // The input partition stays active, so the watermark stays 5 min behind its newest event.
+    cfg.service.partition_idle_timeout = Duration::from_secs(600);
+    let first = Running::start(cfg.clone());
+    let alerts = alerts_of(&read_all(&brokers, ALERTS, 1, Duration::from_secs(30)));
+    assert_eq!(alerts.len(), 1);
+    // (One record: the suppressor allows 3 alerts per key and period, so more copies would hide
+    // a repeat.) The StopLogging records also feed log_source_silence, which waits for the watermark
+    // (5 min behind the newest event): at shutdown they are still buffered.
+    let m = first.stop();
+    assert!(m.checkpoints.load(Ordering::Relaxed) > 0);
+    let second = Running::start(cfg);
+    assert!(wait_until(Duration::from_secs(30), || second
+        .metrics
+        .records_in
+        .lock()
+        .unwrap()
+        .get(REPARTITION)
+        .copied()
+        .unwrap_or(0)
+        > 0));
+    std::thread::sleep(Duration::from_secs(2));
+    let restored = second.metrics.state_restored.load(Ordering::Relaxed);
+    second.stop();
+    assert!(restored > 0, "the second run restored the checkpoint");
+    let alerts = alerts_of(&read_all(&brokers, ALERTS, 1, Duration::from_secs(10)));
+    let ids: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "the alert once, not again after the restart: {ids:?}"
+    );
+}
+
 #[test]
 fn two_instances_share_the_partitions_and_commit_on_revocation() {
     let c = cluster(4);
