@@ -30,6 +30,7 @@ bench: $(TANSU)
 	$(CARGO) bench --bench engine
 	TANSU_BIN=$(TANSU) $(CARGO) bench --bench service
 	TANSU_BIN=$(TANSU) $(CARGO) bench --bench scale_out
+	$(CARGO) bench --bench guarantee
 	$(CARGO) bench --bench state
 	$(CARGO) bench --bench changelog
 	$(CARGO) bench --bench snapshot
