@@ -590,6 +590,22 @@ impl Service {
         Ok(())
     }
 
+    /// Unsubscribes and serves the revocation that follows before the consumer is dropped. A
+    /// rebalance event still queued when the consumer closes makes rust-rdkafka's rebalance
+    /// handler ask librdkafka for the rebalance protocol, which then never answers
+    /// (librdkafka#4041): the drop would hang for good.
+    fn leave_group(&mut self) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + self.p.config.service.drain_timeout;
+        while Instant::now() < deadline {
+            // Records still queued are dropped unprocessed: their offsets were not stored.
+            let _ = self.consumer.poll(Duration::from_millis(100));
+            if self.consumer.assignment().map_or(true, |a| a.count() == 0) {
+                break;
+            }
+        }
+    }
+
     /// Markers and due beats (repartitioned topology only). A partition counts as caught up when
     /// the consumer's position has reached its end as last seen in a fetch response (librdkafka's
     /// cached watermarks: no broker round trip).
@@ -925,7 +941,7 @@ impl Service {
                 tracing::error!(error = %e, "last transaction");
             }
             self.publish_metrics();
-            self.consumer.unsubscribe();
+            self.leave_group();
             tracing::info!("stopped");
             return;
         }
@@ -958,7 +974,7 @@ impl Service {
             tracing::debug!(error = %e, "final commit");
         }
         self.publish_metrics();
-        self.consumer.unsubscribe();
+        self.leave_group();
         self.p.clocks.clear();
         tracing::info!("stopped");
     }
