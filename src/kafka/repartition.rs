@@ -96,6 +96,8 @@ struct Part {
     /// What the restored checkpoint already contains: records up to this offset, except the
     /// ones that were still buffered (the set). Dropped once reading passes the offset.
     restored: Option<(i64, HashSet<i64>)>,
+    /// The sequence number of the last checkpoint written (restored from the changelog).
+    cp_seq: u64,
 }
 
 /// A partition's own checkpoint metadata (changelog entry `META/2`).
@@ -104,7 +106,17 @@ struct PartMeta {
     max_read: i64,
     buffered: Vec<i64>,
     arrived: Vec<(i32, u8, i64, u32)>,
+    /// This checkpoint's sequence number; every entry of it carries the same number in the
+    /// [`CHECKPOINT_HEADER`] header (0 and absent in changelogs written before it existed).
+    #[serde(default)]
+    seq: u64,
 }
+
+/// Changelog record header: the sequence number of the checkpoint the entry belongs to. The
+/// partition's own entry is written last, so a checkpoint torn by a crash is recognised at
+/// restore: its entries carry a number above the last complete checkpoint's, and the version
+/// before them is used (still in the log: compaction never touches the active segment).
+pub(super) const CHECKPOINT_HEADER: &str = "cloudwarden.checkpoint";
 
 /// Counters of what stage 1 wrote.
 #[derive(Debug, Default, Clone)]
@@ -382,6 +394,7 @@ impl Topology {
                 assigned_at: Instant::now(),
                 max_read: -1,
                 cp_hold: None,
+                cp_seq: 0,
                 arrived: HashMap::new(),
                 restored: None,
             };
@@ -391,6 +404,7 @@ impl Topology {
                     .iter()
                     .map(|(s, t, o, i)| ((*s, *t), (*o, *i)))
                     .collect();
+                part.cp_seq = meta.seq;
                 part.restored = Some((meta.max_read, meta.buffered.into_iter().collect()));
             }
             self.parts.insert(tp.partition, part);
@@ -541,7 +555,10 @@ impl Topology {
                 partition: r,
             });
             let mut entries = part.stateful.checkpoint();
+            part.cp_seq += 1;
+            let seq = part.cp_seq;
             let meta = PartMeta {
+                seq,
                 max_read: part.max_read,
                 buffered: part.reorder.iter().map(|p| p.offset).collect(),
                 arrived: part
@@ -565,6 +582,7 @@ impl Topology {
                     r,
                     key.as_bytes(),
                     e.value.as_deref(),
+                    seq,
                     (tp.clone(), hold),
                 );
             }
@@ -796,7 +814,7 @@ fn restore_part(
 ) -> Option<PartMeta> {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
+    use rdkafka::message::{Headers, Message};
     use rdkafka::{Offset, TopicPartitionList};
     let started = Instant::now();
     let mut cc = ClientConfig::new();
@@ -826,8 +844,10 @@ fn restore_part(
         return None;
     }
     drop(tpl);
-    // Last write wins per key; tombstones remove.
-    let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+    // Per key, the two versions of the highest checkpoint numbers (last write wins within one
+    // checkpoint; tombstones remove): if the newest belongs to a checkpoint torn by a crash, the
+    // one before it is what the last complete checkpoint holds.
+    let mut versions: HashMap<Vec<u8>, KeyVersions> = HashMap::new();
     let mut next = low;
     let mut quiet_since = Instant::now();
     // At the end: the last record read, or the consumer's position past it (a transactional
@@ -849,7 +869,15 @@ fn restore_part(
                 next = m.offset() + 1;
                 quiet_since = Instant::now();
                 if let Some(k) = m.key() {
-                    latest.insert(k.to_vec(), m.payload().map(<[u8]>::to_vec));
+                    let seq = m
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == CHECKPOINT_HEADER))
+                        .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+                        .unwrap_or(0u64);
+                    versions
+                        .entry(k.to_vec())
+                        .or_default()
+                        .push(seq, m.payload().map(<[u8]>::to_vec));
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "restoring state"),
@@ -876,8 +904,24 @@ fn restore_part(
     }
     let mut meta = None;
     let mut restored = 0u64;
-    let mut entries: Vec<crate::state::Entry> = Vec::with_capacity(latest.len());
-    for (k, v) in latest {
+    // The last complete checkpoint: the newest partition entry (written last in each).
+    let meta_key = crate::state::Entry {
+        detector: crate::state::META,
+        table: 2,
+        key: 0,
+        value: None,
+    }
+    .record_key(partition);
+    let complete = versions
+        .get(meta_key.as_bytes())
+        .and_then(|v| v.newest.as_ref().map(|(seq, _)| *seq))
+        .unwrap_or(0);
+    let mut torn = 0u64;
+    let mut entries: Vec<crate::state::Entry> = Vec::with_capacity(versions.len());
+    for (k, v) in versions {
+        let Some(v) = v.into_restored(complete, &mut torn) else {
+            continue; // first written by the torn checkpoint
+        };
         let Some((p, detector, table, key)) = crate::state::Entry::parse_record_key(&k) else {
             Metrics::add(&metrics.state_errors, "bad_key", 1);
             continue;
@@ -891,6 +935,14 @@ fn restore_part(
             key,
             value: v,
         });
+    }
+    if torn > 0 {
+        tracing::warn!(
+            partition,
+            entries = torn,
+            "the last checkpoint was torn by a crash: its entries are ignored, the one before is restored"
+        );
+        Metrics::add(&metrics.state_errors, "torn_checkpoint", torn);
     }
     // Time first (META), then keys.
     entries.sort_by_key(|e| std::cmp::Reverse(e.detector == crate::state::META));
@@ -921,6 +973,40 @@ fn restore_part(
         "state restored"
     );
     meta
+}
+
+/// The two newest versions of one changelog key, by checkpoint number.
+#[derive(Default)]
+struct KeyVersions {
+    newest: Option<(u64, Option<Vec<u8>>)>,
+    before: Option<(u64, Option<Vec<u8>>)>,
+}
+
+impl KeyVersions {
+    fn push(&mut self, seq: u64, value: Option<Vec<u8>>) {
+        match &self.newest {
+            Some((s, _)) if seq < *s => {
+                if self.before.as_ref().is_none_or(|(b, _)| seq >= *b) {
+                    self.before = Some((seq, value));
+                }
+            }
+            Some((s, _)) if seq == *s => self.newest = Some((seq, value)),
+            _ => self.before = self.newest.replace((seq, value)),
+        }
+    }
+
+    /// The value as of checkpoint `complete` (`None`: the key did not exist then), counting
+    /// versions skipped because a later, torn checkpoint wrote them.
+    fn into_restored(self, complete: u64, torn: &mut u64) -> Option<Option<Vec<u8>>> {
+        match self.newest {
+            Some((s, v)) if s <= complete => Some(v),
+            Some(_) => {
+                *torn += 1;
+                self.before.filter(|(b, _)| *b <= complete).map(|(_, v)| v)
+            }
+            None => None,
+        }
+    }
 }
 
 /// Sends a merged beat; its first contributing input offset then waits for the beat's
@@ -1079,5 +1165,53 @@ impl Sink for KafkaSink<'_> {
         *self.produced += 1;
         self.counts.regions += 1;
         self.counts.bytes += self.buf.len() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyVersions;
+
+    fn restore(writes: &[(u64, Option<&str>)], complete: u64) -> (Option<Option<String>>, u64) {
+        let mut v = KeyVersions::default();
+        for (seq, value) in writes {
+            v.push(*seq, value.map(|s| s.as_bytes().to_vec()));
+        }
+        let mut torn = 0;
+        let got = v
+            .into_restored(complete, &mut torn)
+            .map(|o| o.map(|b| String::from_utf8(b).unwrap()));
+        (got, torn)
+    }
+
+    #[test]
+    fn a_torn_checkpoint_falls_back_to_the_version_before() {
+        // Complete checkpoints 1 and 2; checkpoint 3 was torn (its partition entry missing).
+        assert_eq!(
+            restore(&[(1, Some("a")), (2, Some("b")), (3, Some("c"))], 2),
+            (Some(Some("b".into())), 1)
+        );
+        assert_eq!(
+            restore(&[(1, Some("a")), (2, Some("b"))], 2),
+            (Some(Some("b".into())), 0)
+        );
+        // First written by the torn checkpoint: the key did not exist.
+        assert_eq!(restore(&[(3, Some("c"))], 2), (None, 1));
+        // A tombstone in a complete checkpoint removes; in a torn one it is ignored.
+        assert_eq!(restore(&[(1, Some("a")), (2, None)], 2), (Some(None), 0));
+        assert_eq!(
+            restore(&[(1, Some("a")), (3, None)], 2),
+            (Some(Some("a".into())), 1)
+        );
+        // Within one checkpoint the last write wins; a re-sent older write never replaces a newer.
+        assert_eq!(
+            restore(&[(2, Some("x")), (2, Some("y")), (1, Some("a"))], 2),
+            (Some(Some("y".into())), 0)
+        );
+        // Changelogs written before checkpoint numbers: all 0, last write wins.
+        assert_eq!(
+            restore(&[(0, Some("a")), (0, Some("b"))], 0),
+            (Some(Some("b".into())), 0)
+        );
     }
 }

@@ -1327,6 +1327,7 @@ impl Emitter {
         partition: i32,
         key: &[u8],
         value: Option<&[u8]>,
+        checkpoint: u64,
         source: (Arc<TopicPartition>, i64),
     ) {
         let ack = Box::new(Ack {
@@ -1335,9 +1336,15 @@ impl Emitter {
             event_time: None,
             txn: self.shared.txn_seq.load(Ordering::Relaxed),
         });
+        let seq = checkpoint.to_string();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: super::repartition::CHECKPOINT_HEADER,
+            value: Some(seq.as_bytes()),
+        });
         let mut record = BaseRecord::with_opaque_to(topic, ack)
             .key(key)
-            .partition(partition);
+            .partition(partition)
+            .headers(headers);
         if let Some(v) = value {
             record = record.payload(v);
         }
