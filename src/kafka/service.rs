@@ -63,6 +63,9 @@ pub enum ServiceError {
     Transaction(String),
 }
 
+/// Bytes kept free in a dead letter for the record batch framing around key, headers and payload.
+const DEAD_LETTER_OVERHEAD: usize = 512;
+
 /// Exactly-once: rewinds without a commit in between before the service gives up.
 const MAX_REWINDS_IN_A_ROW: u32 = 5;
 
@@ -369,6 +372,8 @@ struct Processor {
     alerts: Vec<Alert>,
     /// `state.snapshot_path` (single node, repartition off): the local state file.
     snapshot: Option<LocalState>,
+    /// The largest message the producer sends (`message.max.bytes`): dead letters are cut to fit.
+    dead_letter_max: usize,
     /// Interned partitions (no allocation per record) with records consumed since the last
     /// metrics flush (counters are aggregated, not locked per record).
     partitions: Vec<(Arc<TopicPartition>, u64)>,
@@ -541,6 +546,11 @@ impl Service {
                 last_idle_advance: Instant::now(),
                 alerts: Vec::new(),
                 snapshot,
+                dead_letter_max: k
+                    .producer
+                    .get("message.max.bytes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1_000_000),
                 partitions: Vec::new(),
                 config,
             },
@@ -1120,6 +1130,26 @@ impl Processor {
                         value: Some(offset.to_string().as_bytes()),
                     });
                 let headers = copy_headers(msg, headers);
+                // A dead letter larger than the producer accepts could never be sent (and would
+                // stall the partition): its payload is cut to fit, the original size in a header.
+                let key_len = msg.key().map_or(0, <[u8]>::len);
+                let header_len: usize = headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 16)
+                    .sum();
+                let room = self
+                    .dead_letter_max
+                    .saturating_sub(key_len + header_len + DEAD_LETTER_OVERHEAD);
+                let (payload, headers) = if payload.len() > room {
+                    let original = payload.len().to_string();
+                    let headers = headers.insert(Header {
+                        key: "cloudwarden.truncated",
+                        value: Some(original.as_bytes()),
+                    });
+                    (&payload[..room], headers)
+                } else {
+                    (payload, headers)
+                };
                 let topic = self.config.kafka.dead_letter_topic.clone();
                 let ack = Box::new(Ack {
                     source: Some((tp.clone(), offset)),

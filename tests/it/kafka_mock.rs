@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) const INPUT: &str = "audit";
 pub(crate) const ALERTS: &str = "alerts";
-const DLQ: &str = "dead-letters";
+pub(crate) const DLQ: &str = "dead-letters";
 /// The repartition topic (the mock has no CreateTopics API, so the test makes it).
 pub(crate) const REPARTITION: &str = "repartition";
 pub(crate) const REPARTITION_PARTITIONS: i32 = 4;
@@ -502,6 +502,53 @@ fn a_restart_does_not_re_raise_the_stateless_alerts_of_buffered_records() {
         ids.len(),
         1,
         "the alert once, not again after the restart: {ids:?}"
+    );
+}
+
+/// An undecodable record too large to be sent on whole (with the dead-letter headers it exceeds
+/// the producer's `message.max.bytes`) is dead-lettered cut to fit, with its original size, and
+/// the stream goes on.
+#[test]
+fn a_dead_letter_too_large_to_send_is_cut_and_the_stream_goes_on() {
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    // Sent by a producer that allows it; the service's producer allows 1,000,000 bytes.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let big = vec![b'x'; 1_200_000];
+    p.send(BaseRecord::<[u8], [u8]>::to(INPUT).payload(big.as_slice()))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    produce(&brokers, &stop_logging_copies(1));
+    let mut cfg = config(&brokers, "g6");
+    cfg.decode.max_record_bytes = 2 << 20;
+    let run = Running::start(cfg);
+    let alerts = alerts_of(&read_all(&brokers, ALERTS, 1, Duration::from_secs(30)));
+    let dead = read_all(&brokers, DLQ, 1, Duration::from_secs(10));
+    run.stop();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the record after the big one was processed"
+    );
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    let header = |k: &str| {
+        d.headers()
+            .and_then(|h| h.iter().find(|h| h.key == k))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("cloudwarden.truncated").as_deref(), Some("1200000"));
+    assert_eq!(header("cloudwarden.reason").as_deref(), Some("not_json"));
+    let len = d.payload().map_or(0, <[u8]>::len);
+    assert!(
+        len > 990_000 && len < 1_000_000,
+        "payload cut to fit: {len}"
     );
 }
 
