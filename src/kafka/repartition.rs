@@ -325,7 +325,8 @@ impl Topology {
                 {
                     // An idle partition has sent everything it had: its open panes go too.
                     Some(m) => m.i || m.w >= pane_end,
-                    None => true, // no longer ours
+                    // Not ours (any more): `revoked` already dropped its beats.
+                    None => false,
                 }
             })
             .map(|(k, _)| *k)

@@ -88,7 +88,9 @@ struct Ack {
 pub(super) struct Shared {
     tracker: Mutex<OffsetTracker>,
     /// Partitions revoked since the processing loop last looked (stage 2 drops their state).
-    revoked: Mutex<Vec<TopicPartition>>,
+    /// With how far each was processed (its records up to there are in the engine's state, which
+    /// a single node with the snapshot file keeps if the partition comes back).
+    revoked: Mutex<Vec<(TopicPartition, Option<i64>)>>,
     retries: Mutex<Vec<(OwnedMessage, Box<Ack>)>>,
     /// Assigned partitions and when they were assigned (an unseen partition holds the
     /// watermark back until it sends a record or `partition_idle_timeout` passes).
@@ -105,12 +107,26 @@ pub(super) struct Shared {
     rewind: AtomicBool,
     /// `state.snapshot_path`: offsets are committed only from durable snapshot batches.
     local_state: bool,
-    /// `state.snapshot_path`: revoked partitions and how far the engine had processed them
-    /// (their records up to there are in its state if they come back).
-    revoked_positions: Mutex<Vec<(TopicPartition, i64)>>,
     /// Exactly-once: bumped at every abort, so late delivery reports of an aborted transaction's
     /// messages do not fail the next one.
     txn_seq: AtomicU64,
+}
+
+impl Shared {
+    /// What a message sent now acknowledges (in the open transaction, under exactly-once).
+    fn ack(
+        &self,
+        source: Option<(Arc<TopicPartition>, i64)>,
+        ingested_ms: i64,
+        event_time: Option<i64>,
+    ) -> Box<Ack> {
+        Box::new(Ack {
+            source,
+            ingested_ms,
+            event_time,
+            txn: self.txn_seq.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// Aborts the open transaction. librdkafka waits for the outstanding messages' delivery reports,
@@ -229,16 +245,30 @@ impl ConsumerCtx {
                 }
             }
         }
-        let mut tracker = lock(&self.shared.tracker);
-        let mut assigned = lock(&self.shared.assigned);
-        for elem in revoked.elements() {
-            let tp = TopicPartition {
-                topic: elem.topic().to_owned(),
-                partition: elem.partition(),
-            };
-            tracker.remove(&tp);
-            assigned.retain(|(a, _)| *a != tp);
-            lock(&self.shared.revoked).push(tp);
+        self.forget(revoked, |_, _| {});
+    }
+
+    /// Stops tracking revoked partitions and queues them for the processing loop (stage 2 drops
+    /// their state); `last` sees each one's tracking before it goes.
+    fn forget(
+        &self,
+        revoked: &TopicPartitionList,
+        mut last: impl FnMut(&OffsetTracker, &TopicPartition),
+    ) {
+        {
+            let mut tracker = lock(&self.shared.tracker);
+            let mut assigned = lock(&self.shared.assigned);
+            for elem in revoked.elements() {
+                let tp = TopicPartition {
+                    topic: elem.topic().to_owned(),
+                    partition: elem.partition(),
+                };
+                last(&tracker, &tp);
+                tracker.remove(&tp);
+                assigned.retain(|(a, _)| *a != tp);
+                let until = tracker.processed_until(&tp);
+                lock(&self.shared.revoked).push((tp, until));
+            }
         }
         self.shared.metrics.clear_lag();
         tracing::info!(partitions = revoked.count(), "partitions revoked");
@@ -264,28 +294,11 @@ impl ConsumerContext for ConsumerCtx {
             tracing::warn!(error = %e, "drain on revocation timed out; uncommitted records will be re-read by the next owner");
         }
         let mut store = TopicPartitionList::new();
-        {
-            let mut tracker = lock(&self.shared.tracker);
-            let mut assigned = lock(&self.shared.assigned);
-            for elem in revoked.elements() {
-                let tp = TopicPartition {
-                    topic: elem.topic().to_owned(),
-                    partition: elem.partition(),
-                };
-                if let Some(next) = tracker.next_offset(&tp) {
-                    let _ =
-                        store.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next));
-                }
-                if self.shared.local_state {
-                    if let Some(until) = tracker.processed_until(&tp) {
-                        lock(&self.shared.revoked_positions).push((tp.clone(), until));
-                    }
-                }
-                tracker.remove(&tp);
-                assigned.retain(|(a, _)| *a != tp);
-                lock(&self.shared.revoked).push(tp);
+        self.forget(revoked, |tracker, tp| {
+            if let Some(next) = tracker.next_offset(tp) {
+                let _ = store.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next));
             }
-        }
+        });
         // With a local snapshot, offsets are committed only from its durable batches.
         if store.count() > 0 && !self.shared.local_state {
             if let Err(e) = consumer.store_offsets(&store) {
@@ -295,8 +308,6 @@ impl ConsumerContext for ConsumerCtx {
                 tracing::warn!(error = %e, "commit on revocation failed");
             }
         }
-        self.shared.metrics.clear_lag();
-        tracing::info!(partitions = revoked.count(), "partitions revoked");
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -402,7 +413,6 @@ impl Service {
             rewind: AtomicBool::new(false),
             txn_seq: AtomicU64::new(0),
             local_state: !config.repartition.enabled && !config.state.snapshot_path.is_empty(),
-            revoked_positions: Mutex::new(Vec::new()),
         });
         let eos = config.processing.exactly_once();
         let txn_timeout = config.processing.transaction_timeout;
@@ -1151,12 +1161,9 @@ impl Processor {
                     (payload, headers)
                 };
                 let topic = self.config.kafka.dead_letter_topic.clone();
-                let ack = Box::new(Ack {
-                    source: Some((tp.clone(), offset)),
-                    ingested_ms,
-                    event_time: None,
-                    txn: self.shared.txn_seq.load(Ordering::Relaxed),
-                });
+                let ack = self
+                    .shared
+                    .ack(Some((tp.clone(), offset)), ingested_ms, None);
                 let mut record = BaseRecord::with_opaque_to(&topic, ack)
                     .payload(payload)
                     .headers(headers);
@@ -1256,16 +1263,14 @@ impl Processor {
     /// engine remembers how far it processed a revoked partition, to skip those records if it
     /// comes back (its state still holds them).
     fn take_revoked(&mut self) {
-        if let Some(local) = &mut self.snapshot {
-            for (tp, until) in std::mem::take(&mut *lock(&self.shared.revoked_positions)) {
+        let revoked = std::mem::take(&mut *lock(&self.shared.revoked));
+        for (tp, until) in revoked {
+            if let Some(t) = &mut self.topology {
+                t.revoked(&tp);
+            }
+            if let (Some(local), Some(until)) = (&mut self.snapshot, until) {
                 let e = local.restored.entry(tp).or_insert(until);
                 *e = (*e).max(until);
-            }
-        }
-        let revoked = std::mem::take(&mut *lock(&self.shared.revoked));
-        if let Some(t) = &mut self.topology {
-            for tp in &revoked {
-                t.revoked(tp);
             }
         }
     }
@@ -1307,12 +1312,9 @@ impl Emitter {
             return;
         }
         let json = std::mem::take(&mut self.json);
-        let ack = Box::new(Ack {
-            source,
-            ingested_ms,
-            event_time: event_time.or(Some(alert.time)),
-            txn: self.shared.txn_seq.load(Ordering::Relaxed),
-        });
+        let ack = self
+            .shared
+            .ack(source, ingested_ms, event_time.or(Some(alert.time)));
         let headers = OwnedHeaders::new().insert(Header {
             key: "cloudwarden.detector",
             value: Some(alert.detector.as_bytes()),
@@ -1334,12 +1336,7 @@ impl Emitter {
         payload: &[u8],
         source: Option<(Arc<TopicPartition>, i64)>,
     ) {
-        let ack = Box::new(Ack {
-            source,
-            ingested_ms: now_ms(),
-            event_time: None,
-            txn: self.shared.txn_seq.load(Ordering::Relaxed),
-        });
+        let ack = self.shared.ack(source, now_ms(), None);
         let mut record = BaseRecord::with_opaque_to(topic, ack).payload(payload);
         if let Some(p) = partition {
             record = record.partition(p);
@@ -1360,12 +1357,7 @@ impl Emitter {
         checkpoint: u64,
         source: (Arc<TopicPartition>, i64),
     ) {
-        let ack = Box::new(Ack {
-            source: Some(source),
-            ingested_ms: now_ms(),
-            event_time: None,
-            txn: self.shared.txn_seq.load(Ordering::Relaxed),
-        });
+        let ack = self.shared.ack(Some(source), now_ms(), None);
         let seq = checkpoint.to_string();
         let headers = OwnedHeaders::new().insert(Header {
             key: super::repartition::CHECKPOINT_HEADER,
