@@ -152,3 +152,67 @@ pub fn time_span_ms(records: &[Vec<u8>]) -> i64 {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// 2026-11-01T00:00:00Z
+pub const T0: i64 = 1_793_491_200_000;
+
+/// A CloudTrail record of principal `i` (one of 100 accounts) at `t`.
+pub fn principal_record(
+    i: usize,
+    t: i64,
+    name: &str,
+    source: &str,
+    request: serde_json::Value,
+) -> Vec<u8> {
+    let account = format!("{:012}", 100_000_000_000u64 + (i % 100) as u64);
+    serde_json::to_vec(&serde_json::json!({
+        "eventVersion": "1.09",
+        "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::{account}:user/svc-{i:07}"), "accountId": account},
+        "eventTime": format_rfc3339_ms(t),
+        "eventSource": source,
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "requestParameters": request,
+        "eventID": format!("00000000-0000-4000-8000-{i:012x}"),
+        "eventType": "AwsApiCall",
+        "managementEvent": true,
+        "recipientAccountId": account,
+    }))
+    .expect("a json! value serializes")
+}
+
+/// An engine with change tracking on, fed `principals` distinct principals, each one
+/// `GetSecretValue` and one `DescribeInstances` within the detectors' windows: two keyed
+/// detectors hold `principals` keys each, all changed since the start. With its config (bounds
+/// raised to fit).
+pub fn tracked_engine(
+    principals: usize,
+) -> (cloudwarden::config::Config, cloudwarden::engine::Engine) {
+    let mut config = cloudwarden::config::Config::default();
+    config.detectors.secret_fetch_rate.max_keys = principals + 1;
+    config.detectors.discovery_burst.max_keys = principals + 1;
+    let mut engine = cloudwarden::engine::Engine::new(&config).expect("valid config");
+    engine.track_changes();
+    let mut alerts = Vec::new();
+    for i in 0..principals {
+        // All within the detectors' windows: nothing expires before the checkpoint.
+        let t = T0 + (i / 10) as i64;
+        let r = principal_record(
+            i,
+            t,
+            "GetSecretValue",
+            "secretsmanager.amazonaws.com",
+            serde_json::json!({"secretId": format!("prod/app-{i:07}/db")}),
+        );
+        let _ = engine.process_record(&r, &mut alerts);
+        let r = principal_record(
+            i,
+            t,
+            "DescribeInstances",
+            "ec2.amazonaws.com",
+            serde_json::json!({"maxResults": 100}),
+        );
+        let _ = engine.process_record(&r, &mut alerts);
+    }
+    (config, engine)
+}

@@ -41,6 +41,16 @@ fn expected(records: &[Vec<u8>]) -> BTreeSet<String> {
     expected_alerts(records).into_iter().map(|a| a.id).collect()
 }
 
+/// The alert ids are `replay`'s: none missing, none new.
+fn assert_same_ids(want: &BTreeSet<String>, got: &BTreeSet<String>) {
+    assert!(
+        got == want,
+        "missing {:?}, new {:?}",
+        want.difference(got).collect::<Vec<_>>(),
+        got.difference(want).collect::<Vec<_>>()
+    );
+}
+
 fn eos_config(brokers: &str, group: &str) -> Config {
     let mut c = config(brokers, group);
     c.repartition.enabled = true;
@@ -92,12 +102,7 @@ fn transactions_commit_and_every_alert_arrives_once() {
         as u64));
     let m = run.stop();
     let ids: BTreeSet<String> = got.iter().map(|a| a.id.clone()).collect();
-    assert!(
-        ids == want,
-        "missing {:?}, new {:?}",
-        want.difference(&ids).collect::<Vec<_>>(),
-        ids.difference(&want).collect::<Vec<_>>()
-    );
+    assert_same_ids(&want, &ids);
     // Without faults nothing is processed twice, so no alert is written twice.
     assert_eq!(got.len(), ids.len(), "duplicates without any fault");
     assert!(transactions(&m, "committed") > 0);
@@ -133,12 +138,7 @@ fn a_retriable_commit_error_is_retried_without_an_abort() {
     ));
     let m = run.stop();
     let ids: BTreeSet<String> = got.iter().map(|a| a.id.clone()).collect();
-    assert!(
-        ids == want,
-        "missing {:?}, new {:?}",
-        want.difference(&ids).collect::<Vec<_>>(),
-        ids.difference(&want).collect::<Vec<_>>()
-    );
+    assert_same_ids(&want, &ids);
     assert_eq!(transactions(&m, "aborted"), 0);
     assert!(transactions(&m, "committed") > 0);
 }
