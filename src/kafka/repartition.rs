@@ -558,6 +558,7 @@ impl Topology {
             let mut entries = part.stateful.checkpoint();
             part.cp_seq += 1;
             let seq = part.cp_seq;
+            let seq_header = seq.to_string();
             let meta = PartMeta {
                 seq,
                 max_read: part.max_read,
@@ -583,7 +584,7 @@ impl Topology {
                     r,
                     key.as_bytes(),
                     e.value.as_deref(),
-                    seq,
+                    &seq_header,
                     (tp.clone(), hold),
                 );
             }

@@ -59,6 +59,8 @@ pub enum ServiceError {
     Kafka(#[from] KafkaError),
     #[error("engine: {0}")]
     Engine(#[from] crate::config::ConfigError),
+    #[error("state snapshot: {0}; the service stops so that a restart resumes from the file's last complete batch")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("exactly-once: {0}; the service stops so that a restart resumes from the last committed transaction")]
     Transaction(String),
 }
@@ -848,9 +850,7 @@ impl Service {
             .map(|(tp, next)| (tp.topic.clone(), tp.partition, *next))
             .collect();
         let entries = self.p.engine.checkpoint();
-        let bytes = local.log.append(&entries, &offsets).map_err(|e| {
-            ServiceError::Config("state.snapshot_path".into(), format!("writing: {e}"))
-        })?;
+        let bytes = local.log.append(&entries, &offsets)?;
         let m = &self.p.shared.metrics;
         m.checkpoints.fetch_add(1, Ordering::Relaxed);
         m.snapshot_bytes
@@ -1347,21 +1347,21 @@ impl Emitter {
         self.send(record);
     }
 
-    /// Produces a changelog entry (`None`: a tombstone), acknowledged against `source`.
+    /// Produces a changelog entry (`None`: a tombstone) of checkpoint number `checkpoint`,
+    /// acknowledged against `source`.
     pub(super) fn send_state(
         &self,
         topic: &str,
         partition: i32,
         key: &[u8],
         value: Option<&[u8]>,
-        checkpoint: u64,
+        checkpoint: &str,
         source: (Arc<TopicPartition>, i64),
     ) {
         let ack = self.shared.ack(Some(source), now_ms(), None);
-        let seq = checkpoint.to_string();
         let headers = OwnedHeaders::new().insert(Header {
             key: super::repartition::CHECKPOINT_HEADER,
-            value: Some(seq.as_bytes()),
+            value: Some(checkpoint.as_bytes()),
         });
         let mut record = BaseRecord::with_opaque_to(topic, ack)
             .key(key)
