@@ -834,7 +834,7 @@ fn restore_part(
             return None;
         }
     };
-    let (low, high) = consumer
+    let (low, mut high) = consumer
         .fetch_watermarks(changelog, partition, Duration::from_secs(10))
         .unwrap_or((0, 0));
     if high <= low {
@@ -854,7 +854,7 @@ fn restore_part(
     let mut quiet_since = Instant::now();
     // At the end: the last record read, or the consumer's position past it (a transactional
     // changelog ends with a commit marker, which is never delivered but moves the position).
-    let at_end = |next: i64| {
+    let at_end = |next: i64, high: i64| {
         next >= high
             || consumer
                 .position()
@@ -885,17 +885,26 @@ fn restore_part(
             Some(Err(e)) => tracing::warn!(error = %e, "restoring state"),
             None => {
                 let quiet = quiet_since.elapsed();
-                // At the end; or nothing more arrives although the broker said there was more
-                // (an end offset that counts control records or is stale): stop waiting.
-                if (quiet >= Duration::from_millis(300) && at_end(next))
-                    || quiet >= Duration::from_secs(2)
+                if quiet < Duration::from_millis(300) {
+                    continue;
+                }
+                // A pause: the end offset read at the start may be stale (Tansu answers old
+                // ones under load), so ask again before calling this the end: stopping early
+                // would restore part of the state.
+                if let Ok((_, h)) =
+                    consumer.fetch_watermarks(changelog, partition, Duration::from_secs(10))
                 {
+                    high = high.max(h);
+                }
+                // Nothing more arrives although the broker says there is more (an end offset
+                // that is stale the other way): stop waiting, reported below.
+                if at_end(next, high) || quiet >= Duration::from_secs(5) {
                     break;
                 }
             }
         }
     }
-    if !at_end(next) {
+    if !at_end(next, high) {
         tracing::error!(
             partition,
             read = next,

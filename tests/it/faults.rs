@@ -167,9 +167,26 @@ snapshot_path = "{snapshot_path}"
             .find(|a| &a.id == id)
             .map(|a| (a.detector.clone(), a.dedup_key.clone(), a.window_start))
     };
+    // On failure, what the service said about its state (restores cut short, torn checkpoints).
+    let state_log: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            [
+                "timed out",
+                "torn",
+                "skipped",
+                "state restored",
+                "snapshot restored",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .map(str::to_owned)
+        .collect();
     assert!(
         missing.is_empty() && new.is_empty(),
-        "missing: {:?}\nnew: {:?}",
+        "missing: {:?}\nnew: {:?}\nstate log:\n{}",
         missing
             .iter()
             .map(|id| replayed.iter().find(|a| &&a.id == id).map(|a| (
@@ -178,7 +195,8 @@ snapshot_path = "{snapshot_path}"
                 a.window_start
             )))
             .collect::<Vec<_>>(),
-        new.iter().map(|id| by_id(id)).collect::<Vec<_>>()
+        new.iter().map(|id| by_id(id)).collect::<Vec<_>>(),
+        state_log.join("\n")
     );
     if durable == Durable::SnapshotFile && keep_state {
         // The restarts restored state from the file (not only re-read the input).
