@@ -110,6 +110,11 @@ struct PartMeta {
     /// [`CHECKPOINT_HEADER`] header (0 and absent in changelogs written before it existed).
     #[serde(default)]
     seq: u64,
+    /// The newest marker of each input partition (topic, partition, watermark, idle): without
+    /// them a restored partition would count the input partitions it has not heard from again
+    /// as idle after `partition_idle_timeout`, and its watermark could jump past their events.
+    #[serde(default)]
+    marks: Vec<(String, i32, i64, bool)>,
 }
 
 /// Changelog record header: the sequence number of the checkpoint the entry belongs to. The
@@ -406,6 +411,13 @@ impl Topology {
                     .map(|(s, t, o, i)| ((*s, *t), (*o, *i)))
                     .collect();
                 part.cp_seq = meta.seq;
+                for (t, p, w, idle) in meta.marks {
+                    let key = (t, p);
+                    if !self.input_partitions.contains(&key) {
+                        self.input_partitions.push(key.clone());
+                    }
+                    part.marks.insert(key, MarkState { w, idle });
+                }
                 part.restored = Some((meta.max_read, meta.buffered.into_iter().collect()));
             }
             self.parts.insert(tp.partition, part);
@@ -567,6 +579,11 @@ impl Topology {
                     .arrived
                     .iter()
                     .map(|((s, t), (o, i))| (*s, *t, *o, *i))
+                    .collect(),
+                marks: part
+                    .marks
+                    .iter()
+                    .map(|((t, p), m)| (t.clone(), *p, m.w, m.idle))
                     .collect(),
             };
             entries.push(crate::state::Entry {
