@@ -6,11 +6,15 @@
 //! are done as soon as they are processed. Offsets are "next to consume" (last done + 1), the
 //! form `store_offsets` and `commit` take.
 //!
-//! Pure data structure, no Kafka: the service calls [`OffsetTracker::processed`] after the engine
-//! ran a record, [`OffsetTracker::acked`] from delivery callbacks, and stores what
-//! [`OffsetTracker::take_ready`] returns.
+//! [`OffsetTracker`] is a pure data structure, no Kafka, tested on its own. [`Offsets`] is the
+//! one owner of "commit after effect" in the service: every part of it that learns something
+//! about a record's effects says so here, in the domain's words (a record is *done* with the
+//! messages it caused, *buffered* until the watermark releases it, a message is *acked*, a
+//! partition is *assigned* or *revoked*), and the guarantee in force takes what is *ready* to
+//! store or commit. Nothing else touches the tracker.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
 
 /// A topic partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,6 +178,82 @@ impl OffsetTracker {
     /// Messages awaiting acknowledgement, over all partitions.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+}
+
+/// How far a revoked partition got, as its tracking is dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// The storable next offset (every record before it is done).
+    pub next: Option<i64>,
+    /// One past the largest offset processed, acknowledged or not.
+    pub processed_until: Option<i64>,
+}
+
+/// The service's offset bookkeeping, shared by the processing loop, the delivery callback and
+/// the rebalance callback. They all run on the processing thread (librdkafka serves callbacks
+/// inside `poll`), so the lock is never contended; it is only there because the callbacks reach
+/// it through `&self`.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    tracker: Mutex<OffsetTracker>,
+}
+
+impl Offsets {
+    fn lock(&self) -> MutexGuard<'_, OffsetTracker> {
+        // A panic while holding it leaves plain counters behind: still usable.
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record at `offset` is processed; `messages` messages it caused await acknowledgement.
+    pub fn done(&self, tp: &TopicPartition, offset: i64, messages: u32) {
+        self.lock().processed(tp, offset, messages);
+    }
+
+    /// The record at `offset` was read and waits (reorder buffer, a merging summary, a
+    /// checkpoint): nothing at or past it is committed until [`Offsets::release`].
+    pub fn buffer(&self, tp: &TopicPartition, offset: i64) {
+        self.lock().hold(tp, offset);
+    }
+
+    /// A buffered record is processed, having caused `messages` messages.
+    pub fn release(&self, tp: &TopicPartition, offset: i64, messages: u32) {
+        let mut t = self.lock();
+        t.processed(tp, offset, messages);
+        t.release(tp, offset);
+    }
+
+    /// One message caused by the record at `offset` was acknowledged by the broker.
+    pub fn acked(&self, tp: &TopicPartition, offset: i64) {
+        self.lock().acked(tp, offset);
+    }
+
+    /// A partition became ours: tracked from a clean start, before its first record.
+    pub fn assigned(&self, tp: &TopicPartition) {
+        let mut t = self.lock();
+        t.remove(tp);
+        t.touch(tp);
+    }
+
+    /// A partition is no longer ours: its tracking goes, with how far it got.
+    pub fn revoked(&self, tp: &TopicPartition) -> Revoked {
+        let mut t = self.lock();
+        let r = Revoked {
+            next: t.next_offset(tp),
+            processed_until: t.processed_until(tp),
+        };
+        t.remove(tp);
+        r
+    }
+
+    /// Partitions whose storable next offset moved since the last call, with that offset.
+    pub fn ready(&self) -> Vec<(TopicPartition, i64)> {
+        self.lock().take_ready()
+    }
+
+    /// Messages awaiting acknowledgement.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight()
     }
 }
 
