@@ -387,11 +387,10 @@ fn cmd_demo_kafka(json: bool, _brokers: Option<String>) -> Result<ExitCode> {
 
 #[cfg(feature = "kafka")]
 fn cmd_run(path: &std::path::Path) -> Result<ExitCode> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     let config = Config::from_file(path)?;
     let metrics = Arc::new(cloudwarden::telemetry::Metrics::default());
-    let shutdown = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -407,24 +406,19 @@ fn cmd_run(path: &std::path::Path) -> Result<ExitCode> {
         },
     ))?;
     tracing::info!(%addr, "serving /metrics, /health, /ready");
-    let stop = shutdown.clone();
+    let running = service.spawn()?;
+    let stop = running.stopper();
     runtime.spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: stopping");
         stop.store(true, Ordering::Relaxed);
     });
-    let result = std::thread::Builder::new()
-        .name("cloudwarden-processing".into())
-        .spawn(move || service.run(&shutdown))?
-        .join();
+    let result = running.join();
     metrics.alive.store(false, Ordering::Relaxed);
     let _ = stop_http.send(());
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    match result {
-        Ok(Ok(())) => Ok(ExitCode::SUCCESS),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => anyhow::bail!("the processing thread panicked"),
-    }
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(feature = "kafka")]
