@@ -13,7 +13,6 @@ pub mod engine;
 pub mod event;
 pub mod kafka;
 pub mod replay;
-pub mod snapshot;
 pub mod state;
 pub mod telemetry;
 pub mod topology;

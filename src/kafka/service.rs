@@ -60,7 +60,7 @@ pub enum ServiceError {
     #[error("engine: {0}")]
     Engine(#[from] crate::config::ConfigError),
     #[error("state snapshot: {0}; the service stops so that a restart resumes from the file's last complete batch")]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
+    Snapshot(#[from] crate::state::snapshot::SnapshotError),
     #[error("exactly-once: {0}; the service stops so that a restart resumes from the last committed transaction")]
     Transaction(String),
 }
@@ -350,7 +350,7 @@ pub(super) struct PartitionClock {
 /// batch, so the group's committed offsets never run ahead of the file. Records below the file's
 /// offsets (committed offsets lag the file after a crash between append and commit) are skipped.
 struct LocalState {
-    log: crate::snapshot::SnapshotLog,
+    log: crate::state::snapshot::SnapshotLog,
     /// Next offset per input partition as of the file (or as processed before a revocation);
     /// records below are already in the state.
     restored: HashMap<TopicPartition, i64>,
@@ -1459,7 +1459,7 @@ fn open_snapshot(
     metrics: &Metrics,
 ) -> Result<LocalState, ServiceError> {
     let path = std::path::Path::new(&config.state.snapshot_path);
-    let (log, loaded) = crate::snapshot::SnapshotLog::open(path)
+    let (log, loaded) = crate::state::snapshot::SnapshotLog::open(path)
         .map_err(|e| ServiceError::Config("state.snapshot_path".into(), e.to_string()))?;
     if loaded.discarded_bytes > 0 {
         tracing::warn!(
