@@ -55,9 +55,12 @@ broker-stop:
 demo-broker: broker-start
 	$(CARGO) run --release --quiet -- demo --brokers 127.0.0.1:$(TANSU_PORT); status=$$?; $(MAKE) --no-print-directory broker-stop; exit $$status
 
+## Formatting, then clippy with warnings as errors, with and without the Kafka feature (the
+## engine, `replay` and `normalize` build without librdkafka). `.ci/run` runs it before `make test`.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -16,7 +16,7 @@
 
 mod common;
 
-use cloudwarden::snapshot::SnapshotLog;
+use cloudwarden::state::snapshot::SnapshotLog;
 use cloudwarden::state::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use cloudwarden::alert::Alert;
+use cloudwarden::alert::format::AlertFormat;
 use cloudwarden::catalog::Behaviour;
 use cloudwarden::config::Config;
 use cloudwarden::engine::Engine;
@@ -201,7 +201,7 @@ fn cmd_replay(
         &mut engine,
         &inputs,
         config.replay.reorder_buffer,
-        |alert| write_alert(&mut out, alert),
+        |alert| Ok(AlertFormat::Json.write_line(alert, &mut out)?),
         |events, bytes| {
             if let Some(bar) = &bar {
                 bar.set_message(format!("{events} events, {:.1} MB", bytes as f64 / 1e6));
@@ -218,11 +218,6 @@ fn cmd_replay(
     }
     print_summary(&engine, started.elapsed(), summary.bytes_read);
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_alert(out: &mut dyn Write, alert: &Alert) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, alert)?;
-    out.write_all(b"\n")
 }
 
 fn print_summary(engine: &Engine, elapsed: std::time::Duration, bytes: u64) {
@@ -462,33 +457,14 @@ fn cmd_demo_offline(json: bool) -> Result<ExitCode> {
         let _ = engine.process_record(record, &mut alerts);
     }
     engine.finish(&mut alerts);
+    let format = if json {
+        AlertFormat::Json
+    } else {
+        AlertFormat::Text
+    };
     let mut out = io::stdout().lock();
     for a in &alerts {
-        if json {
-            serde_json::to_writer(&mut out, a)?;
-            writeln!(out)?;
-        } else {
-            writeln!(
-                out,
-                "{} {:<8} {:<19} {}{}",
-                a.time_dt,
-                a.severity.as_str(),
-                a.detector,
-                a.title,
-                if a.attack_techniques.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " [{}]",
-                        a.attack_techniques
-                            .iter()
-                            .map(|t| t.uid.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            )?;
-        }
+        format.write_line(a, &mut out)?;
     }
     out.flush()?;
     print_summary(&engine, started.elapsed(), bytes);

@@ -4,10 +4,12 @@
 //! Detectors build an [`Alert`] with what tripped them; [`Alert::new`] fills the constant parts
 //! and a deterministic id (the same detection gets the same id in a live run, a re-run or a
 //! replay), `attack` adds tactics for the technique ids, and `suppress` rate-limits per
-//! (detector, dedup key) without ever dropping the count.
+//! (detector, dedup key) without ever dropping the count; `format` is the one place an alert
+//! becomes bytes (JSON or a text line), for every writer.
 
 pub mod attack;
 pub mod evidence;
+pub mod format;
 pub mod suppress;
 
 use crate::event::time::format_rfc3339_ms;

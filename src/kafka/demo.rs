@@ -8,6 +8,7 @@
 //! summary (stderr).
 
 use super::service::{Service, ServiceError};
+use crate::alert::format::AlertFormat;
 use crate::alert::Alert;
 use crate::demo::{demo_config, scenario_stream, Scenario};
 use crate::telemetry::Metrics;
@@ -240,22 +241,13 @@ fn dead_letter_reason(msg: &rdkafka::message::BorrowedMessage<'_>) -> String {
 }
 
 fn print_alert(out: &mut dyn Write, a: &Alert, json: bool) {
-    if json {
-        if let Ok(line) = serde_json::to_string(a) {
-            let _ = writeln!(out, "{line}");
-        }
-        return;
-    }
-    let techniques: Vec<&str> = a.attack_techniques.iter().map(|t| t.uid.as_str()).collect();
-    let _ = writeln!(
-        out,
-        "ALERT {} {:<8} {:<19} {} [{}]",
-        a.time_dt,
-        a.severity.as_str(),
-        a.detector,
-        a.title,
-        techniques.join(", ")
-    );
+    let format = if json {
+        AlertFormat::Json
+    } else {
+        AlertFormat::Text
+    };
+    // A closed stdout loses the demo's output, nothing else: keep reading the topic.
+    let _ = format.write_line(a, out);
 }
 
 fn print_summary(out: &mut dyn Write, s: &DemoSummary, m: &Metrics) {

@@ -10,6 +10,7 @@
 //! producer queue is backpressure, not an error: [`Emitter::send`] polls and retries.
 
 use super::offsets::{Offsets, TopicPartition};
+use crate::alert::format::AlertFormat;
 use crate::alert::Alert;
 use crate::telemetry::Metrics;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -164,6 +165,8 @@ pub struct Emitter {
     dead_letter_topic: String,
     /// The largest message the producer sends (`message.max.bytes`): dead letters are cut to fit.
     dead_letter_max: usize,
+    /// How an alert becomes the record value.
+    format: AlertFormat,
     json: Vec<u8>,
 }
 
@@ -180,6 +183,7 @@ impl Emitter {
             alerts_topic,
             dead_letter_topic,
             dead_letter_max,
+            format: AlertFormat::Json,
             json: Vec::new(),
         }
     }
@@ -224,8 +228,8 @@ impl Emitter {
             .metrics
             .alert(&alert.detector, alert.severity.as_str());
         self.json.clear();
-        if serde_json::to_writer(&mut self.json, alert).is_err() {
-            tracing::error!(id = %alert.id, "alert did not serialize");
+        if let Err(e) = self.format.write(alert, &mut self.json) {
+            tracing::error!(id = %alert.id, error = %e, "alert not written");
             return;
         }
         let json = std::mem::take(&mut self.json);

@@ -13,7 +13,7 @@ pub enum ServiceError {
     #[error("engine: {0}")]
     Engine(#[from] crate::config::ConfigError),
     #[error("state snapshot: {0}; the service stops so that a restart resumes from the file's last complete batch")]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
+    Snapshot(#[from] crate::state::snapshot::SnapshotError),
     #[error("exactly-once: {0}; the service stops so that a restart resumes from the last committed transaction")]
     Transaction(String),
     #[error("the processing thread panicked")]

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::kafka::error::ServiceError;
 use crate::kafka::offsets::{Revoked, TopicPartition};
-use crate::snapshot::SnapshotLog;
+use crate::state::snapshot::SnapshotLog;
 use crate::telemetry::Metrics;
 use rdkafka::consumer::Consumer;
 use std::collections::HashMap;

@@ -6,6 +6,12 @@
 //! changed since the last checkpoint ([`BoundedMap::track_changes`]), so a checkpoint writes only
 //! those. An entry with an unknown version or that does not decode is reported and skipped: that
 //! key starts fresh, nothing else is affected.
+//!
+//! Where entries go: a changelog topic (`crate::kafka::repartition`, for a group of instances)
+//! or [`snapshot`], the crash-safe local file of a single node. Both carry these entries as they
+//! are, so the codec and the file that stores it live together here.
+
+pub mod snapshot;
 
 use crate::window::BoundedMap;
 use serde::de::DeserializeOwned;
