@@ -166,9 +166,7 @@ pub fn ensure_topic<C: ClientContext>(
 /// metadata: a producer's request for one named topic lets the broker auto-create it (Apache
 /// Kafka's default `auto.create.topics.enable=true`) with the broker's default partition count.
 pub fn topic_partitions<C: ClientContext>(client: &Client<C>, topic: &str) -> Option<usize> {
-    let md = client
-        .fetch_metadata(None, Duration::from_secs(10))
-        .ok()?;
+    let md = client.fetch_metadata(None, Duration::from_secs(10)).ok()?;
     md.topics()
         .iter()
         .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())

@@ -21,7 +21,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,10 +148,7 @@ pub fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, 
         .consumer
         .insert("heartbeat.interval.ms".into(), "500".into());
     let metrics = Arc::new(Metrics::default());
-    let service = Service::new(config, metrics.clone())?;
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let stop = shutdown.clone();
-    let worker = std::thread::spawn(move || service.run(&stop));
+    let worker = Service::new(config, metrics.clone())?.spawn()?;
 
     // The SIEM: a plain consumer of the alerts topic.
     let siem: BaseConsumer = ClientConfig::new()
@@ -201,11 +198,8 @@ pub fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, 
             break;
         }
     }
-    shutdown.store(true, Ordering::Relaxed);
-    match worker.join() {
-        Ok(result) => result?,
-        Err(_) => tracing::error!("service thread panicked"),
-    }
+    worker.stop();
+    worker.join()?;
     // Anything acknowledged during shutdown.
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {

@@ -16,6 +16,8 @@ pub enum ServiceError {
     Snapshot(#[from] crate::state::snapshot::SnapshotError),
     #[error("exactly-once: {0}; the service stops so that a restart resumes from the last committed transaction")]
     Transaction(String),
+    #[error("cannot start the processing thread: {0}")]
+    Thread(#[from] std::io::Error),
     #[error("the processing thread panicked")]
     Panicked,
 }

@@ -18,7 +18,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub(crate) const INPUT: &str = "audit";
@@ -73,20 +72,18 @@ pub(crate) fn config(brokers: &str, group: &str) -> Config {
 pub(crate) struct Running {
     stop: Arc<AtomicBool>,
     pub(crate) metrics: Arc<Metrics>,
-    handle: JoinHandle<()>,
+    running: cloudwarden::kafka::service::Running,
 }
 
 impl Running {
     pub(crate) fn start(config: Config) -> Running {
         let metrics = Arc::new(Metrics::default());
         let service = Service::new(config, metrics.clone()).expect("service starts");
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || service.run(&s).expect("service runs"));
+        let running = service.spawn().expect("the processing thread starts");
         Running {
-            stop,
+            stop: running.stopper(),
             metrics,
-            handle,
+            running,
         }
     }
 
@@ -96,7 +93,7 @@ impl Running {
 
     pub(crate) fn stop(self) -> Arc<Metrics> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("service thread");
+        self.running.join().expect("service runs");
         self.metrics
     }
 }
