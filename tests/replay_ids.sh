@@ -56,7 +56,7 @@ mapfile -t folders < <(for f in "${runs[@]}"; do dirname "$f"; done | LC_ALL=C s
 total=0
 differences=0
 compare() { # name, files...
-  local name=$1 tag
+  local name=$1 tag n
   shift
   tag=$(printf '%s' "$name" | tr '/ ' '__')
   ids "$base_bin" "$WORK/out/$tag.base" "$@"
@@ -64,7 +64,8 @@ compare() { # name, files...
   total=$((total + $(wc -l <"$WORK/out/$tag.head")))
   if ! diff -u --label "$BASE_REV: $name" --label "worktree: $name" \
     "$WORK/out/$tag.base" "$WORK/out/$tag.head"; then
-    differences=$((differences + $(diff "$WORK/out/$tag.base" "$WORK/out/$tag.head" | grep -c '^[<>]')))
+    n=$(diff "$WORK/out/$tag.base" "$WORK/out/$tag.head" | grep -c '^[<>]' || true)
+    differences=$((differences + n))
   fi
 }
 
