@@ -187,13 +187,16 @@ pub fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, 
             Some(Err(e)) => tracing::warn!(error = %e, "siem consumer"),
             None => {}
         }
+        // Input records only: the repartition topic's records are counted there too, and with
+        // them the input looked read before it was (a short demo under load).
         let consumed: u64 = metrics
             .records_in
             .lock()
-            .map(|m| m.values().sum())
+            .map(|m| m.get(&input).copied().unwrap_or(0))
             .unwrap_or(0);
         let in_flight = metrics.in_flight.load(Ordering::Relaxed);
-        let done = consumed as usize >= records.len() && in_flight == 0;
+        let buffered = metrics.reorder_buffered.load(Ordering::Relaxed);
+        let done = consumed as usize >= records.len() && in_flight == 0 && buffered == 0;
         if (done && last_news.elapsed() > Duration::from_secs(3)) || Instant::now() > deadline {
             break;
         }
