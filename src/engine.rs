@@ -14,7 +14,7 @@
 
 use crate::alert::Alert;
 use crate::catalog::{Catalog, Matches};
-use crate::config::{ms, Config, ConfigError};
+use crate::config::{ms, ConfigError, ToValid};
 use crate::detect::{Beat, DetectorSet, DetectorStats, RegionSeen};
 use crate::event::{decode_record, CloudEvent, DecodeError, DecodeLimits};
 use crate::topology::router::{Router, Sink};
@@ -22,7 +22,6 @@ use crate::topology::stateful::Stateful;
 use crate::window::Watermark;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// Counters an engine keeps; the live service exports them as metrics.
 #[derive(Debug, Clone, Default)]
@@ -88,16 +87,17 @@ impl Sink for Local<'_> {
 }
 
 impl Engine {
-    pub fn new(config: &Config) -> Result<Engine, ConfigError> {
-        config.validate()?;
-        let catalog = Arc::new(config.catalog()?);
+    /// An engine for a checked config ([`crate::config::Valid`], taken as is), or for a
+    /// [`crate::config::Config`], checked here (and its catalog compiled).
+    pub fn new(config: &impl ToValid) -> Result<Engine, ConfigError> {
+        let config = config.to_valid()?;
         Ok(Engine {
             watermark: Watermark::new(ms(config.time.allowed_lateness)),
             limits: DecodeLimits {
                 max_record_bytes: config.decode.max_record_bytes,
             },
-            router: Router::new(config),
-            stateful: Stateful::new(config, catalog)?,
+            router: Router::new(&config),
+            stateful: Stateful::from_valid(&config),
             events: Vec::new(),
             last_record_time: None,
             stats: EngineStats::default(),
@@ -200,10 +200,6 @@ impl Engine {
 
     pub fn suppressed_total(&self) -> u64 {
         self.stateful.suppressed_total()
-    }
-
-    pub fn suppressed_pending(&self) -> u64 {
-        self.stateful.suppressed_pending()
     }
 
     /// Keys held and evicted per detector.

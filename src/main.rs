@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use cloudwarden::alert::format::AlertFormat;
 use cloudwarden::catalog::Behaviour;
-use cloudwarden::config::Config;
+use cloudwarden::config::{Config, Valid};
 use cloudwarden::engine::Engine;
 use cloudwarden::event::{decode_record, DecodeLimits, Provider};
 use cloudwarden::replay::{self, Input, RecordReader};
@@ -123,10 +123,11 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     }
 }
 
-fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+/// The checked config (catalog compiled once, here).
+fn load_config(path: Option<&PathBuf>) -> Result<Valid> {
     match path {
-        Some(p) => Ok(Config::from_file(p)?),
-        None => Ok(Config::default()),
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default().validated()?),
     }
 }
 
@@ -175,7 +176,7 @@ fn run(command: Command) -> Result<ExitCode> {
 }
 
 fn cmd_replay(
-    config: &Config,
+    config: &Valid,
     output: Option<PathBuf>,
     no_progress: bool,
     files: &[String],
@@ -251,8 +252,8 @@ fn print_summary(engine: &Engine, elapsed: std::time::Duration, bytes: u64) {
     }
 }
 
-fn cmd_normalize(config: &Config, files: &[String]) -> Result<ExitCode> {
-    let catalog = config.catalog()?;
+fn cmd_normalize(config: &Valid, files: &[String]) -> Result<ExitCode> {
+    let catalog = config.catalog();
     let limits = DecodeLimits {
         max_record_bytes: config.decode.max_record_bytes,
     };
@@ -307,8 +308,8 @@ fn cmd_normalize(config: &Config, files: &[String]) -> Result<ExitCode> {
     })
 }
 
-fn cmd_catalog(config: &Config, list_rules: bool) -> Result<ExitCode> {
-    let catalog = config.catalog()?;
+fn cmd_catalog(config: &Valid, list_rules: bool) -> Result<ExitCode> {
+    let catalog = config.catalog();
     let mut out = io::stdout().lock();
     if list_rules {
         for rule in catalog.rules() {

@@ -16,48 +16,47 @@ use std::fmt;
 /// The embedded default catalog.
 pub const DEFAULT_CATALOG: &str = include_str!("default.toml");
 
-/// What a matched event is evidence of. Each behaviour is consumed by one detector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Behaviour {
-    LogDisable,
-    SecretFetch,
-    Discovery,
-    QuotaChange,
-    TenantSettings,
-    EventTrigger,
-    ImpairDefenses,
-    ConditionalAccess,
-    Serverless,
+/// Declares [`Behaviour`] from one line per behaviour (`Variant = "name"`): the enum, its
+/// name (as written in rules) and [`Behaviour::ALL`].
+macro_rules! behaviours {
+    ($($variant:ident = $name:literal,)+) => {
+        /// What a matched event is evidence of. Each behaviour is consumed by one detector.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum Behaviour {
+            $(#[serde(rename = $name)] $variant,)+
+        }
+
+        impl Behaviour {
+            pub const ALL: [Behaviour; [$($name),+].len()] = [$(Behaviour::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Behaviour::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
+behaviours! {
+    LogDisable = "log_disable",
+    SecretFetch = "secret_fetch",
+    Discovery = "discovery",
+    QuotaChange = "quota_change",
+    TenantSettings = "tenant_settings",
+    EventTrigger = "event_trigger",
+    ImpairDefenses = "impair_defenses",
+    ConditionalAccess = "conditional_access",
+    Serverless = "serverless",
+}
+
+// `Matches` holds one bit per behaviour.
+const _: () = assert!(
+    Behaviour::ALL.len() <= 16,
+    "Matches keeps behaviours in a u16"
+);
+
 impl Behaviour {
-    pub const ALL: [Behaviour; 9] = [
-        Behaviour::LogDisable,
-        Behaviour::SecretFetch,
-        Behaviour::Discovery,
-        Behaviour::QuotaChange,
-        Behaviour::TenantSettings,
-        Behaviour::EventTrigger,
-        Behaviour::ImpairDefenses,
-        Behaviour::ConditionalAccess,
-        Behaviour::Serverless,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Behaviour::LogDisable => "log_disable",
-            Behaviour::SecretFetch => "secret_fetch",
-            Behaviour::Discovery => "discovery",
-            Behaviour::QuotaChange => "quota_change",
-            Behaviour::TenantSettings => "tenant_settings",
-            Behaviour::EventTrigger => "event_trigger",
-            Behaviour::ImpairDefenses => "impair_defenses",
-            Behaviour::ConditionalAccess => "conditional_access",
-            Behaviour::Serverless => "serverless",
-        }
-    }
-
     fn bit(self) -> u16 {
         1 << (self as u16)
     }
@@ -669,6 +668,16 @@ fn is_technique_id(t: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn behaviour_names_are_their_serde_names() {
+        for b in Behaviour::ALL {
+            let written = toml::Value::try_from(b).unwrap();
+            assert_eq!(written.as_str(), Some(b.as_str()));
+            let back: Behaviour = written.try_into().unwrap();
+            assert_eq!(back, b);
+        }
+    }
 
     #[test]
     fn default_catalog_compiles() {

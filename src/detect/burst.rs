@@ -1,21 +1,30 @@
 //! Shared state and alert shape of the per-principal burst detectors (`secret_fetch_rate`,
 //! `discovery_burst`): a sliding count, a sliding distinct count, a learned baseline, and an
 //! arming flag so a burst raises one alert when it crosses a threshold, not one per event; the
-//! key re-arms once its window falls back below every threshold.
+//! key re-arms once its window falls back below every threshold. The tail both share (the
+//! baseline trigger, arming, and the alert) is [`BurstSpec::raise`].
 
+use super::EventCtx;
 use crate::alert::evidence::EvidenceRing;
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
+use crate::catalog::Behaviour;
 use crate::event::CloudEvent;
 use crate::window::{
     BaselineSpec, BoundedMap, PaneSpec, RateBaseline, SlidingCount, SlidingDistinct,
 };
 use std::time::Duration;
 
-/// The per-detector part: window geometry, baseline parameters, the keys, the evidence ring.
+/// The per-detector part: the keys, and the rest ([`BurstSpec`]) apart from them, so a key's
+/// state can be held while the spec is read.
 pub struct BurstCore {
+    pub keys: BoundedMap<u64, BurstKey>,
+    pub spec: BurstSpec,
+}
+
+/// Window geometry, baseline parameters, the evidence ring.
+pub struct BurstSpec {
     pub pane: PaneSpec,
     pub baseline: BaselineSpec,
-    pub keys: BoundedMap<u64, BurstKey>,
     pub ring: EvidenceRing,
 }
 
@@ -35,18 +44,84 @@ impl BurstCore {
     pub fn new(p: BurstParams) -> Self {
         let window = crate::config::ms(p.window);
         BurstCore {
-            pane: PaneSpec::new(window, crate::config::ms(p.pane)),
-            // The baseline learns per window-long bucket, so it compares like with like.
-            baseline: BaselineSpec {
-                bucket_ms: window,
-                alpha: p.baseline_alpha,
-                warmup_buckets: p.baseline_warmup_buckets,
-                k_sigma: p.baseline_k_sigma,
-                min_count: p.baseline_min_count,
-            },
             keys: BoundedMap::new(p.max_keys),
-            ring: EvidenceRing::new(p.evidence_ring),
+            spec: BurstSpec {
+                pane: PaneSpec::new(window, crate::config::ms(p.pane)),
+                // The baseline learns per window-long bucket, so it compares like with like.
+                baseline: BaselineSpec {
+                    bucket_ms: window,
+                    alpha: p.baseline_alpha,
+                    warmup_buckets: p.baseline_warmup_buckets,
+                    k_sigma: p.baseline_k_sigma,
+                    min_count: p.baseline_min_count,
+                },
+                ring: EvidenceRing::new(p.evidence_ring),
+            },
         }
+    }
+}
+
+/// Who raises a burst alert, and how.
+pub struct Burst {
+    pub detector: &'static str,
+    pub behaviour: Behaviour,
+    pub severity: Severity,
+    pub dry_run: bool,
+    pub key_hash: u64,
+}
+
+impl BurstSpec {
+    /// The baseline trigger: `value` above the key's learned threshold (once warm).
+    pub fn baseline_trip(&self, state: &BurstKey, value: f64) -> Option<Tripped> {
+        state
+            .baseline
+            .threshold(&self.baseline)
+            .filter(|th| value > *th)
+            .map(|th| Tripped {
+                trigger: "baseline",
+                threshold: (th * 100.0).round() / 100.0,
+            })
+    }
+
+    /// The end of a burst detector's event: no trigger re-arms the key; the first event over a
+    /// threshold disarms it and raises one alert, titled by `title(count, distinct)` (the
+    /// key's window as of its newest event).
+    pub fn raise(
+        &self,
+        state: &mut BurstKey,
+        tripped: Option<Tripped>,
+        burst: Burst,
+        ctx: &EventCtx<'_, '_>,
+        title: impl FnOnce(u64, u32) -> String,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(tripped) = tripped else {
+            state.armed = true;
+            return;
+        };
+        if !state.armed {
+            return;
+        }
+        state.armed = false;
+        let now = state.newest;
+        let count = state.count.total(&self.pane, now);
+        let distinct = state.distinct.distinct(&self.pane, now);
+        let techniques = ctx.techniques(burst.behaviour);
+        out.push(burst_alert(BurstReport {
+            detector: burst.detector,
+            title: title(count, distinct),
+            severity: burst.severity,
+            dry_run: burst.dry_run,
+            techniques: &techniques,
+            ev: ctx.ev,
+            key_hash: burst.key_hash,
+            state,
+            pane: &self.pane,
+            baseline: &self.baseline,
+            tripped,
+            ring: &self.ring,
+            max_samples: ctx.max_samples,
+        }));
     }
 }
 

@@ -5,25 +5,44 @@
 //! applies allow-lists, scope overrides and dry-run, and lowers the severity of failed attempts
 //! (an AccessDenied StopLogging is still worth a look). Stateless, so late events count too.
 
-use super::{single_event_alert, Detector, EventCtx};
-use crate::alert::Alert;
+use super::{single_event_alert, Detector, EventCtx, Route, Shared};
+use crate::alert::{Alert, Severity};
 use crate::catalog::Behaviour;
-use crate::config::{CommonSettings, LogDisableConfig, Mode};
+use crate::config::{detector_config, CommonSettings, Mode, Section};
 use crate::event::Outcome;
+
+detector_config! {
+    /// `[detectors.log_disable]`: logging disabled or modified (T1562.008), per event.
+    pub struct LogDisableConfig {
+        severity = Severity::High;
+        /// Alert on failed attempts too (at one severity lower): an AccessDenied StopLogging is
+        /// still an attempt to blind you.
+        pub include_failed: bool = true,
+    }
+}
+
+impl Section for LogDisableConfig {}
 
 pub struct LogDisable {
     config: LogDisableConfig,
 }
 
-impl LogDisable {
-    pub fn new(config: LogDisableConfig) -> Self {
+impl Detector for LogDisable {
+    type Config = LogDisableConfig;
+    /// Routed with the scope's silence detector, which names the disable that caused a silence.
+    const ROUTE: Route = Route::Scope;
+    const LATE_EVENTS: bool = true;
+
+    fn new(config: LogDisableConfig, _shared: &Shared) -> Self {
         LogDisable { config }
     }
-}
 
-impl Detector for LogDisable {
     fn name(&self) -> &'static str {
         "log_disable"
+    }
+
+    fn behaviour(&self) -> Behaviour {
+        Behaviour::LogDisable
     }
 
     fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>) {

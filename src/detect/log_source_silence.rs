@@ -21,16 +21,67 @@
 //! does not depend on how summaries were cut, when they arrived, or when checks ran: one
 //! instance, several instances and `replay` agree.
 
-use super::Beat;
-use super::{Detector, DetectorStats, EventCtx};
+use super::{tables, Beat, Detector, EventCtx, Route, Shared, Summarize, Summary};
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
-use crate::catalog::Behaviour;
-use crate::config::{ms, CommonSettings, LogSourceSilenceConfig, Mode};
+use crate::catalog::{Behaviour, Matches};
+use crate::config::common::{at_least_one, finite_positive, positive, ratio};
+use crate::config::{detector_config, invalid, ms, CommonSettings, ConfigError, Mode, Section};
 use crate::event::time::format_rfc3339_ms;
 use crate::event::CloudEvent;
 use crate::event::Provider;
 use crate::window::{stable_hash, BoundedMap, Heartbeat, Resumed, SilenceSpec};
 use std::borrow::Cow;
+use std::time::Duration;
+
+detector_config! {
+    /// `[detectors.log_source_silence]`: a log source that was active goes silent (T1562.008).
+    pub struct LogSourceSilenceConfig {
+        severity = Severity::Medium;
+        /// Key sources by service too (finer: a service that stops logging is noticed even when
+        /// the account's other services keep talking).
+        pub per_service: bool = false,
+        /// Silence threshold = max(k × learned gap, floor).
+        pub k: f64 = 10.0,
+        /// Minimum silence that can alert.
+        #[serde(with = "humantime_serde")]
+        pub floor: Duration = Duration::from_secs(30 * 60),
+        /// Gaps shorter than this are bursts, not gaps.
+        #[serde(with = "humantime_serde")]
+        pub resolution: Duration = Duration::from_secs(60),
+        /// EWMA weight of the newest gap.
+        pub alpha: f64 = 0.2,
+        /// Events a source must have sent before its silence is meaningful.
+        pub min_events: u32 = 20,
+        /// How far back a `log_disable` in the same scope is named in the silence alert.
+        #[serde(with = "humantime_serde")]
+        pub lookback: Duration = Duration::from_secs(6 * 3600),
+        /// Emit a `resolved` record when a silent source resumes.
+        pub emit_recovery: bool = true,
+        /// Log sources tracked (least recently active evicted beyond).
+        pub max_sources: usize = 50_000,
+        /// Sources idle this long are forgotten (they no longer count as "was active").
+        #[serde(with = "humantime_serde")]
+        pub forget_after: Duration = Duration::from_secs(7 * 24 * 3600),
+    }
+}
+
+impl Section for LogSourceSilenceConfig {
+    fn validate(&self, p: &str) -> Result<(), ConfigError> {
+        finite_positive(&format!("{p}.k"), self.k)?;
+        ratio(&format!("{p}.alpha"), self.alpha)?;
+        positive(&format!("{p}.resolution"), self.resolution)?;
+        if self.floor < self.resolution {
+            // Activity is summarised per `resolution`-wide pane: a shorter silence cannot be seen.
+            return Err(invalid(
+                format!("{p}.floor"),
+                "must be at least `resolution` (activity is tracked per resolution-wide pane)",
+            ));
+        }
+        at_least_one(&format!("{p}.max_sources"), self.max_sources)?;
+        positive(&format!("{p}.forget_after"), self.forget_after)?;
+        Ok(())
+    }
+}
 
 /// The log source of an event as a one-event [`Beat`] (the repartition step merges these per
 /// pane before sending them on).
@@ -54,6 +105,22 @@ pub fn beat_of<'a>(ev: &'a CloudEvent<'_>, per_service: bool, resolution_ms: i64
         count: 1,
         min: ev.time,
         max: ev.time,
+    }
+}
+
+/// Stage 1 for this detector: every in-time event is a one-event [`Beat`] of its log source.
+struct Beats {
+    per_service: bool,
+    resolution_ms: i64,
+}
+
+impl Summarize for Beats {
+    fn summarize<'a>(&mut self, ev: &'a CloudEvent<'_>, _: &Matches) -> Option<Summary<'a>> {
+        Some(Summary::Beat(beat_of(
+            ev,
+            self.per_service,
+            self.resolution_ms,
+        )))
     }
 }
 
@@ -115,7 +182,7 @@ pub struct LogSourceSilence {
 }
 
 impl LogSourceSilence {
-    pub fn new(config: LogSourceSilenceConfig) -> Self {
+    fn build(config: LogSourceSilenceConfig) -> Self {
         LogSourceSilence {
             spec: SilenceSpec {
                 k: config.k,
@@ -227,9 +294,30 @@ impl LogSourceSilence {
 }
 
 impl Detector for LogSourceSilence {
+    type Config = LogSourceSilenceConfig;
+    /// A scope's sources live together with the scope's log-disable events.
+    const ROUTE: Route = Route::Scope;
+
+    fn new(config: LogSourceSilenceConfig, _shared: &Shared) -> Self {
+        LogSourceSilence::build(config)
+    }
+
     fn name(&self) -> &'static str {
         "log_source_silence"
     }
+
+    fn behaviour(&self) -> Behaviour {
+        Behaviour::LogDisable
+    }
+
+    fn summarizer(&self) -> Option<Box<dyn Summarize>> {
+        Some(Box::new(Beats {
+            per_service: self.config.per_service,
+            resolution_ms: ms(self.config.resolution).max(1),
+        }))
+    }
+
+    tables! { 0 => sources, 1 => last_disable }
 
     fn on_event(&mut self, ctx: &EventCtx<'_, '_>, _out: &mut Vec<Alert>) {
         if ctx.late {
@@ -369,35 +457,5 @@ impl Detector for LogSourceSilence {
         // repartitioned group catching up), and a source must not vanish unreported.
         self.sources
             .sweep_idle(watermark.saturating_sub(ms(self.config.forget_after)));
-    }
-
-    fn track_changes(&mut self) {
-        self.sources.track_changes();
-        self.last_disable.track_changes();
-    }
-
-    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
-        crate::state::checkpoint_map(&mut self.sources, 0, out);
-        crate::state::checkpoint_map(&mut self.last_disable, 1, out);
-    }
-
-    fn restore(
-        &mut self,
-        table: u8,
-        key: u64,
-        bytes: &[u8],
-    ) -> Result<(), crate::state::StateError> {
-        match table {
-            0 => crate::state::restore_map(&mut self.sources, key, bytes),
-            1 => crate::state::restore_map(&mut self.last_disable, key, bytes),
-            _ => Err(crate::state::StateError::UnknownTable),
-        }
-    }
-
-    fn stats(&self) -> DetectorStats {
-        DetectorStats {
-            keys: self.sources.len(),
-            evicted: self.sources.evicted(),
-        }
     }
 }

@@ -1,11 +1,18 @@
-//! Detectors: one file each, one variant each in [`AnyDetector`] (the compiler keeps the registry
-//! exhaustive), each owning its config section.
+//! Detectors: one file each, each owning its config section, listed once in the registry
+//! (the `registry!` invocation below), which generates [`AnyDetector`] (the compiler keeps it exhaustive), the
+//! dispatch, [`DETECTOR_NAMES`], the build arms and the `[detectors.*]` config table.
 //!
 //! A detector sees every event with its catalog matches ([`EventCtx`]) and reacts to the
 //! behaviours it cares about; stateful detectors also get [`Detector::on_watermark`] when event
 //! time moves on, for expiry and silence. Late events (older than the watermark) reach only the
-//! stateless detectors. Detectors never read a clock and never emit directly: they push alerts
-//! into a buffer the engine passes through suppression.
+//! detectors that ask for them (the stateless ones). Detectors never read a clock and never emit
+//! directly: they push alerts into a buffer the engine passes through suppression.
+//!
+//! A detector describes itself to the rest of the system through the [`Detector`] trait: its
+//! config section, the behaviour it reads, how its state is keyed ([`Route`]), whether it wants
+//! late events, what stage 1 must summarise for it ([`Detector::summarizer`]), and the keyed
+//! tables it persists ([`Detector::table`]; checkpoint, restore and stats follow from them). So
+//! the topology never names a detector, and adding one is its file plus one registry line.
 
 pub mod burst;
 pub mod discovery_burst;
@@ -17,8 +24,10 @@ pub mod secret_fetch_rate;
 
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
 use crate::catalog::{Behaviour, Catalog, Matches};
-use crate::config::{Config, PerEventConfig};
+use crate::config::{CommonSettings, ConfigError, Section};
 use crate::event::{CloudEvent, Provider};
+use crate::state::{Entry, StateError};
+use crate::window::BoundedMap;
 use std::borrow::Cow;
 
 /// Which key a detector's state is partitioned by: every event a detector needs for one key must
@@ -37,25 +46,17 @@ pub enum Route {
 pub struct DetectorSet(pub u16);
 
 impl DetectorSet {
-    pub fn with(self, index: usize) -> Self {
+    pub const fn with(self, index: usize) -> Self {
         DetectorSet(self.0 | 1 << index)
     }
 
-    pub fn has(self, index: usize) -> bool {
+    pub const fn has(self, index: usize) -> bool {
         self.0 & (1 << index) != 0
     }
 
-    pub fn is_empty(self) -> bool {
+    pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
-}
-
-/// Position of a detector name in [`DETECTOR_NAMES`].
-pub fn detector_index(name: &str) -> usize {
-    DETECTOR_NAMES
-        .iter()
-        .position(|n| *n == name)
-        .expect("every detector is registered")
 }
 
 /// A log source's activity in one heartbeat pane (`log_source_silence.resolution` wide): the
@@ -159,187 +160,349 @@ pub struct DetectorStats {
     pub evicted: u64,
 }
 
-/// The detector interface: one required method, defaulted hooks.
-pub trait Detector {
+/// What every detector may read besides its own section (from `[alerts]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shared {
+    /// Recent evidence entries kept per stateful detector (`alerts.evidence_ring`).
+    pub evidence_ring: usize,
+}
+
+/// One of a detector's persisted keyed maps. Implemented for every [`BoundedMap`] keyed by a
+/// stable hash whose values serialize; the bytes are [`crate::state`]'s entry encoding.
+pub trait Table {
+    /// Starts recording changed keys (durable state on).
+    fn track_changes(&mut self);
+    /// The entries changed since the last call, as table `table` (`detector` left 0: the caller
+    /// sets it).
+    fn checkpoint(&mut self, table: u8, out: &mut Vec<Entry>);
+    /// Puts one checkpointed entry back.
+    fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), StateError>;
+    fn stats(&self) -> DetectorStats;
+}
+
+impl<V: serde::Serialize + serde::de::DeserializeOwned> Table for BoundedMap<u64, V> {
+    fn track_changes(&mut self) {
+        BoundedMap::track_changes(self);
+    }
+
+    fn checkpoint(&mut self, table: u8, out: &mut Vec<Entry>) {
+        crate::state::checkpoint_map(self, table, out);
+    }
+
+    fn restore(&mut self, key: u64, bytes: &[u8]) -> Result<(), StateError> {
+        crate::state::restore_map(self, key, bytes)
+    }
+
+    fn stats(&self) -> DetectorStats {
+        DetectorStats {
+            keys: self.len(),
+            evicted: self.evicted(),
+        }
+    }
+}
+
+/// Declares a detector's persisted tables inside its `impl Detector`, as `number => field`
+/// (numbers from 0, without gaps; they are persisted, so never renumber): generates
+/// [`Detector::table`] and [`Detector::table_mut`], from which checkpoint, restore and stats
+/// follow. `tables! { 0 => sources, 1 => last_disable }`.
+macro_rules! tables {
+    ($($id:literal => $($field:ident).+),+ $(,)?) => {
+        fn table(&self, id: u8) -> Option<&dyn $crate::detect::Table> {
+            match id {
+                $($id => Some(&self.$($field).+),)+
+                _ => None,
+            }
+        }
+
+        fn table_mut(&mut self, id: u8) -> Option<&mut dyn $crate::detect::Table> {
+            match id {
+                $($id => Some(&mut self.$($field).+),)+
+                _ => None,
+            }
+        }
+    };
+}
+pub(crate) use tables;
+
+/// A summary stage 1 sends a detector instead of events one by one (the repartition topic
+/// carries each kind as its own item, see `topology::wire`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Summary<'a> {
+    /// Log-source activity (for `log_source_silence`).
+    Beat(Beat<'a>),
+    /// A region a scope is active in (for `quota_change`).
+    Region(RegionSeen<'a>),
+}
+
+/// Stage 1's part of a detector: sees every event in time (late ones are not summarised) and
+/// says what to send on, routed by the detector's [`Route`] key.
+pub trait Summarize: Send {
+    fn summarize<'a>(&mut self, ev: &'a CloudEvent<'_>, matches: &Matches) -> Option<Summary<'a>>;
+}
+
+/// The detector interface: a config section, a constructor, [`Detector::on_event`], and
+/// defaulted hooks.
+pub trait Detector: Sized {
+    /// Its `[detectors.<name>]` section (declared with `config::detector_config!`).
+    type Config: Section;
+
+    /// How its state is keyed: every event it needs for one key must reach the same state
+    /// owner (the repartition step routes by it).
+    const ROUTE: Route;
+
+    /// Whether it still wants events older than the watermark (the stateless ones do); the
+    /// repartitioned service runs these as soon as an event arrives, the others in event-time
+    /// order.
+    const LATE_EVENTS: bool = false;
+
+    fn new(config: Self::Config, shared: &Shared) -> Self;
+
     fn name(&self) -> &'static str;
 
-    /// Called for every decoded event, late or not.
+    /// The catalog behaviour whose events it reads.
+    fn behaviour(&self) -> Behaviour;
+
+    /// Called for every event of its behaviour routed to it (late ones only with
+    /// [`Detector::LATE_EVENTS`]).
     fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>);
 
     /// Called when the watermark passes a check point (and at end of input).
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<Alert>) {}
 
-    /// A log source's activity summary (`log_source_silence` only).
+    /// Stage 1's summariser for this detector, if it needs one: what it must learn of the
+    /// events that are not of its behaviour.
+    fn summarizer(&self) -> Option<Box<dyn Summarize>> {
+        None
+    }
+
+    /// A log source's activity summary (from a [`Summary::Beat`]).
     fn on_beat(&mut self, _beat: &Beat<'_>, _out: &mut Vec<Alert>) {}
 
-    /// A region a scope was active in (`quota_change` only).
+    /// A region a scope was active in (from a [`Summary::Region`]).
     fn on_region(&mut self, _region: &RegionSeen<'_>) {}
 
+    /// Persisted table `id` (declared with `tables!`); none by default (a stateless detector).
+    fn table(&self, _id: u8) -> Option<&dyn Table> {
+        None
+    }
+
+    fn table_mut(&mut self, _id: u8) -> Option<&mut dyn Table> {
+        None
+    }
+
+    /// Keys held and evicted, of table 0.
     fn stats(&self) -> DetectorStats {
-        DetectorStats::default()
+        self.table(0).map(Table::stats).unwrap_or_default()
     }
 
     /// Starts recording changed keys (durable state on).
-    fn track_changes(&mut self) {}
+    fn track_changes(&mut self) {
+        let mut id = 0;
+        while let Some(t) = self.table_mut(id) {
+            t.track_changes();
+            id += 1;
+        }
+    }
 
     /// The entries changed since the last call (`detector` left 0: the caller sets it).
-    fn checkpoint(&mut self, _out: &mut Vec<crate::state::Entry>) {}
+    fn checkpoint(&mut self, out: &mut Vec<Entry>) {
+        let mut id = 0;
+        while let Some(t) = self.table_mut(id) {
+            t.checkpoint(id, out);
+            id += 1;
+        }
+    }
 
     /// Puts one checkpointed entry back.
-    fn restore(
-        &mut self,
-        _table: u8,
-        _key: u64,
-        _bytes: &[u8],
-    ) -> Result<(), crate::state::StateError> {
-        Err(crate::state::StateError::UnknownTable)
+    fn restore(&mut self, table: u8, key: u64, bytes: &[u8]) -> Result<(), StateError> {
+        match self.table_mut(table) {
+            Some(t) => t.restore(key, bytes),
+            None => Err(StateError::UnknownTable),
+        }
     }
 }
 
-/// The registry of detectors.
-pub enum AnyDetector {
-    LogDisable(log_disable::LogDisable),
-    LogSourceSilence(log_source_silence::LogSourceSilence),
-    SecretFetchRate(secret_fetch_rate::SecretFetchRate),
-    DiscoveryBurst(discovery_burst::DiscoveryBurst),
-    QuotaChange(quota_change::QuotaChange),
-    PerEvent(per_event::PerEvent),
-}
+/// Generates the registry from one line per detector: `index name: Variant = Type`.
+macro_rules! registry {
+    ($($index:literal $name:ident: $variant:ident = $ty:ty,)+) => {
+        /// Every registered detector.
+        pub enum AnyDetector {
+            $($variant($ty),)+
+        }
 
-macro_rules! dispatch {
-    ($self:expr, $d:ident => $body:expr) => {
-        match $self {
-            AnyDetector::LogDisable($d) => $body,
-            AnyDetector::LogSourceSilence($d) => $body,
-            AnyDetector::SecretFetchRate($d) => $body,
-            AnyDetector::DiscoveryBurst($d) => $body,
-            AnyDetector::QuotaChange($d) => $body,
-            AnyDetector::PerEvent($d) => $body,
+        /// Every detector name, in registry order. A name's position is its persisted index.
+        pub const DETECTOR_NAMES: [&str; [$(stringify!($name)),+].len()] =
+            [$(stringify!($name)),+];
+
+        // The index written on each registry line is its position (so a moved line fails to
+        // compile rather than renumbering persisted state).
+        const _: () = {
+            let mut position = 0usize;
+            $(
+                assert!($index == position, concat!(
+                    "registry line `", stringify!($name), "` is not at its persisted index"
+                ));
+                position += 1;
+            )+
+            let _ = position;
+        };
+
+        /// `[detectors.*]`: one section per detector, named as the detector.
+        #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct DetectorsConfig {
+            $(pub $name: <$ty as Detector>::Config,)+
+        }
+
+        impl DetectorsConfig {
+            /// Each section's own checks, in registry order.
+            pub fn validate(&self) -> Result<(), ConfigError> {
+                $(Section::validate(&self.$name, concat!("detectors.", stringify!($name)))?;)+
+                Ok(())
+            }
+        }
+
+        /// Builds the enabled detectors (registry order).
+        pub fn build(sections: &DetectorsConfig, shared: &Shared) -> Vec<AnyDetector> {
+            let mut out = Vec::new();
+            $(
+                if sections.$name.runs() {
+                    out.push(AnyDetector::$variant(<$ty as Detector>::new(
+                        sections.$name.clone(),
+                        shared,
+                    )));
+                }
+            )+
+            out
+        }
+
+        /// The detectors whose state is keyed by scope ([`Route::Scope`]), enabled or not.
+        pub fn scope_keyed() -> DetectorSet {
+            let mut set = DetectorSet(0);
+            $(
+                if matches!(<$ty as Detector>::ROUTE, Route::Scope) {
+                    set = set.with($index);
+                }
+            )+
+            set
+        }
+
+        impl AnyDetector {
+            /// Its [`DETECTOR_NAMES`] index (persisted).
+            pub fn index(&self) -> usize {
+                match self {
+                    $(AnyDetector::$variant(_) => $index,)+
+                }
+            }
+
+            pub fn route(&self) -> Route {
+                match self {
+                    $(AnyDetector::$variant(_) => <$ty as Detector>::ROUTE,)+
+                }
+            }
+
+            /// Whether it wants events older than the watermark.
+            pub fn late_events(&self) -> bool {
+                match self {
+                    $(AnyDetector::$variant(_) => <$ty as Detector>::LATE_EVENTS,)+
+                }
+            }
+
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(AnyDetector::$variant(d) => d.name(),)+
+                }
+            }
+
+            pub fn behaviour(&self) -> Behaviour {
+                match self {
+                    $(AnyDetector::$variant(d) => d.behaviour(),)+
+                }
+            }
+
+            pub fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>) {
+                match self {
+                    $(AnyDetector::$variant(d) => d.on_event(ctx, out),)+
+                }
+            }
+
+            pub fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Alert>) {
+                match self {
+                    $(AnyDetector::$variant(d) => d.on_watermark(watermark, out),)+
+                }
+            }
+
+            pub fn summarizer(&self) -> Option<Box<dyn Summarize>> {
+                match self {
+                    $(AnyDetector::$variant(d) => d.summarizer(),)+
+                }
+            }
+
+            pub fn on_beat(&mut self, beat: &Beat<'_>, out: &mut Vec<Alert>) {
+                match self {
+                    $(AnyDetector::$variant(d) => d.on_beat(beat, out),)+
+                }
+            }
+
+            pub fn on_region(&mut self, region: &RegionSeen<'_>) {
+                match self {
+                    $(AnyDetector::$variant(d) => d.on_region(region),)+
+                }
+            }
+
+            pub fn stats(&self) -> DetectorStats {
+                match self {
+                    $(AnyDetector::$variant(d) => d.stats(),)+
+                }
+            }
+
+            pub fn track_changes(&mut self) {
+                match self {
+                    $(AnyDetector::$variant(d) => d.track_changes(),)+
+                }
+            }
+
+            pub fn checkpoint(&mut self, out: &mut Vec<Entry>) {
+                match self {
+                    $(AnyDetector::$variant(d) => d.checkpoint(out),)+
+                }
+            }
+
+            pub fn restore(&mut self, table: u8, key: u64, bytes: &[u8]) -> Result<(), StateError> {
+                match self {
+                    $(AnyDetector::$variant(d) => d.restore(table, key, bytes),)+
+                }
+            }
         }
     };
 }
 
-impl Detector for AnyDetector {
-    fn name(&self) -> &'static str {
-        dispatch!(self, d => d.name())
-    }
-
-    fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>) {
-        dispatch!(self, d => d.on_event(ctx, out))
-    }
-
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Alert>) {
-        dispatch!(self, d => d.on_watermark(watermark, out))
-    }
-
-    fn on_beat(&mut self, beat: &Beat<'_>, out: &mut Vec<Alert>) {
-        dispatch!(self, d => d.on_beat(beat, out))
-    }
-
-    fn on_region(&mut self, region: &RegionSeen<'_>) {
-        dispatch!(self, d => d.on_region(region))
-    }
-
-    fn stats(&self) -> DetectorStats {
-        dispatch!(self, d => d.stats())
-    }
-
-    fn track_changes(&mut self) {
-        dispatch!(self, d => d.track_changes())
-    }
-
-    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
-        dispatch!(self, d => d.checkpoint(out))
-    }
-
-    fn restore(
-        &mut self,
-        table: u8,
-        key: u64,
-        bytes: &[u8],
-    ) -> Result<(), crate::state::StateError> {
-        dispatch!(self, d => d.restore(table, key, bytes))
-    }
+// The registry. APPEND ONLY: a detector's index (its position) is persisted: the state entry's
+// detector byte, the changelog record key, the snapshot file and the repartition `DetectorSet`
+// bits all carry it. Never move, remove or reuse a line; a retired detector keeps its slot.
+// `tests/it/registry.rs` (`persisted_indices_are_pinned`) holds the shipped list.
+registry! {
+    0 log_disable: LogDisable = log_disable::LogDisable,
+    1 log_source_silence: LogSourceSilence = log_source_silence::LogSourceSilence,
+    2 secret_fetch_rate: SecretFetchRate = secret_fetch_rate::SecretFetchRate,
+    3 discovery_burst: DiscoveryBurst = discovery_burst::DiscoveryBurst,
+    4 quota_change: QuotaChange = quota_change::QuotaChange,
+    5 tenant_settings: TenantSettings = per_event::TenantSettings,
+    6 event_trigger: EventTrigger = per_event::EventTrigger,
+    7 impair_defenses: ImpairDefenses = per_event::ImpairDefenses,
+    8 conditional_access: ConditionalAccess = per_event::ConditionalAccess,
+    9 serverless: Serverless = per_event::Serverless,
 }
 
-impl AnyDetector {
-    /// The behaviour whose events this detector reads, how its state is keyed, and whether it
-    /// still wants events older than the watermark (the stateless ones do).
-    pub fn consumes(&self) -> (Behaviour, Route, bool) {
-        match self {
-            AnyDetector::LogDisable(_) => (Behaviour::LogDisable, Route::Scope, true),
-            AnyDetector::LogSourceSilence(_) => (Behaviour::LogDisable, Route::Scope, false),
-            AnyDetector::SecretFetchRate(_) => (Behaviour::SecretFetch, Route::Principal, false),
-            AnyDetector::DiscoveryBurst(_) => (Behaviour::Discovery, Route::Principal, false),
-            AnyDetector::QuotaChange(_) => (Behaviour::QuotaChange, Route::Scope, false),
-            AnyDetector::PerEvent(d) => (d.behaviour(), Route::Principal, true),
-        }
-    }
-}
+// A DetectorSet holds one bit per detector.
+const _: () = assert!(DETECTOR_NAMES.len() <= 16, "DetectorSet is a u16");
 
-/// Every detector name, in registry order.
-pub const DETECTOR_NAMES: [&str; 10] = [
-    "log_disable",
-    "log_source_silence",
-    "secret_fetch_rate",
-    "discovery_burst",
-    "quota_change",
-    "tenant_settings",
-    "event_trigger",
-    "impair_defenses",
-    "conditional_access",
-    "serverless",
-];
-
-/// Builds the enabled detectors from the config.
-pub fn build(config: &Config) -> Vec<AnyDetector> {
-    let d = &config.detectors;
-    let ring = config.alerts.evidence_ring;
-    let mut out = Vec::new();
-    if d.log_disable.enabled || !d.log_disable.scopes.is_empty() {
-        out.push(AnyDetector::LogDisable(log_disable::LogDisable::new(
-            d.log_disable.clone(),
-        )));
-    }
-    if d.log_source_silence.enabled || !d.log_source_silence.scopes.is_empty() {
-        out.push(AnyDetector::LogSourceSilence(
-            log_source_silence::LogSourceSilence::new(d.log_source_silence.clone()),
-        ));
-    }
-    if d.secret_fetch_rate.enabled || !d.secret_fetch_rate.scopes.is_empty() {
-        out.push(AnyDetector::SecretFetchRate(
-            secret_fetch_rate::SecretFetchRate::new(d.secret_fetch_rate.clone(), ring),
-        ));
-    }
-    if d.discovery_burst.enabled || !d.discovery_burst.scopes.is_empty() {
-        out.push(AnyDetector::DiscoveryBurst(
-            discovery_burst::DiscoveryBurst::new(d.discovery_burst.clone(), ring),
-        ));
-    }
-    if d.quota_change.enabled || !d.quota_change.scopes.is_empty() {
-        out.push(AnyDetector::QuotaChange(quota_change::QuotaChange::new(
-            d.quota_change.clone(),
-            ring,
-        )));
-    }
-    let per_event: [(Behaviour, PerEventConfig); 5] = [
-        (Behaviour::TenantSettings, d.tenant_settings.clone().into()),
-        (Behaviour::EventTrigger, d.event_trigger.clone().into()),
-        (Behaviour::ImpairDefenses, d.impair_defenses.clone().into()),
-        (
-            Behaviour::ConditionalAccess,
-            d.conditional_access.clone().into(),
-        ),
-        (Behaviour::Serverless, d.serverless.clone().into()),
-    ];
-    for (behaviour, c) in per_event {
-        if c.enabled || !c.scopes.is_empty() {
-            out.push(AnyDetector::PerEvent(per_event::PerEvent::new(
-                behaviour, c,
-            )));
-        }
-    }
-    out
+/// Position of a detector name in [`DETECTOR_NAMES`].
+pub fn detector_index(name: &str) -> usize {
+    DETECTOR_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .expect("every detector is registered")
 }
 
 /// The alert for a single matching event (log_disable and the per-event detectors).
@@ -424,4 +587,100 @@ pub(crate) fn single_event_alert(
         dedup_key,
         instance,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_enabled() -> Vec<AnyDetector> {
+        let sections = DetectorsConfig::default();
+        build(&sections, &Shared { evidence_ring: 16 })
+    }
+
+    #[test]
+    fn every_detector_is_built_by_default_and_named_by_its_slot() {
+        let built = all_enabled();
+        assert_eq!(built.len(), DETECTOR_NAMES.len());
+        for (position, d) in built.iter().enumerate() {
+            assert_eq!(d.index(), position);
+            assert_eq!(d.name(), DETECTOR_NAMES[position]);
+        }
+    }
+
+    #[test]
+    fn scope_keyed_is_every_scope_routed_detector() {
+        for d in all_enabled() {
+            assert_eq!(scope_keyed().has(d.index()), d.route() == Route::Scope);
+        }
+    }
+
+    /// The shipped detectors (a detector appended to the registry needs no line here).
+    #[test]
+    fn behaviours_routes_and_lateness_are_as_shipped() {
+        let described: Vec<(&str, Behaviour, Route, bool)> = all_enabled()
+            .iter()
+            .map(|d| (d.name(), d.behaviour(), d.route(), d.late_events()))
+            .collect();
+        assert_eq!(
+            described[..10],
+            [
+                ("log_disable", Behaviour::LogDisable, Route::Scope, true),
+                (
+                    "log_source_silence",
+                    Behaviour::LogDisable,
+                    Route::Scope,
+                    false
+                ),
+                (
+                    "secret_fetch_rate",
+                    Behaviour::SecretFetch,
+                    Route::Principal,
+                    false
+                ),
+                (
+                    "discovery_burst",
+                    Behaviour::Discovery,
+                    Route::Principal,
+                    false
+                ),
+                ("quota_change", Behaviour::QuotaChange, Route::Scope, false),
+                (
+                    "tenant_settings",
+                    Behaviour::TenantSettings,
+                    Route::Principal,
+                    true
+                ),
+                (
+                    "event_trigger",
+                    Behaviour::EventTrigger,
+                    Route::Principal,
+                    true
+                ),
+                (
+                    "impair_defenses",
+                    Behaviour::ImpairDefenses,
+                    Route::Principal,
+                    true
+                ),
+                (
+                    "conditional_access",
+                    Behaviour::ConditionalAccess,
+                    Route::Principal,
+                    true
+                ),
+                ("serverless", Behaviour::Serverless, Route::Principal, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn silence_and_quota_summarise_in_stage_1() {
+        let with: Vec<&str> = all_enabled()
+            .iter()
+            .filter(|d| d.index() < 10 && d.summarizer().is_some())
+            .map(|d| d.name())
+            .collect();
+        assert_eq!(with, ["log_source_silence", "quota_change"]);
+    }
 }

@@ -7,12 +7,88 @@
 //! this detector learns the regions of *every* event of the scope (a first-seen set), and only
 //! reports novelty once the scope has been watched for `region_warmup`.
 
-use super::{Detector, DetectorStats, EventCtx, RegionSeen};
+use super::{tables, Detector, EventCtx, RegionSeen, Route, Shared, Summarize, Summary};
 use crate::alert::evidence::EvidenceRing;
-use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence};
-use crate::catalog::Behaviour;
-use crate::config::{ms, CommonSettings, Mode, QuotaChangeConfig};
+use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence, Severity};
+use crate::catalog::{Behaviour, Matches};
+use crate::config::common::{at_least_one, window_and_pane};
+use crate::config::{detector_config, ms, CommonSettings, ConfigError, Mode, Section};
+use crate::event::CloudEvent;
 use crate::window::{stable_hash, BoundedMap, FirstSeen, PaneSpec, SlidingCount, SlidingDistinct};
+use std::borrow::Cow;
+use std::time::Duration;
+
+detector_config! {
+    /// `[detectors.quota_change]`: quota-increase bursts and increases in unused regions
+    /// (T1578, T1578.005), per scope.
+    pub struct QuotaChangeConfig {
+        severity = Severity::Medium;
+        #[serde(with = "humantime_serde")]
+        pub window: Duration = Duration::from_secs(3600),
+        #[serde(with = "humantime_serde")]
+        pub pane: Duration = Duration::from_secs(5 * 60),
+        /// Alert at this many quota-increase requests in the window (0 disables).
+        pub count_threshold: u32 = 5,
+        /// Alert at this many distinct regions with quota requests in the window (0 disables).
+        pub region_threshold: u32 = 3,
+        /// Alert on a quota increase in a region the scope never used, once the scope has been
+        /// watched this long.
+        #[serde(with = "humantime_serde")]
+        pub region_warmup: Duration = Duration::from_secs(7 * 24 * 3600),
+        /// Regions remembered per scope.
+        pub max_regions: usize = 64,
+        /// Scopes tracked.
+        pub max_keys: usize = 100_000,
+    }
+}
+
+impl Section for QuotaChangeConfig {
+    fn validate(&self, p: &str) -> Result<(), ConfigError> {
+        window_and_pane(p, self.window, self.pane)?;
+        at_least_one(&format!("{p}.max_keys"), self.max_keys)?;
+        at_least_one(&format!("{p}.max_regions"), self.max_regions)?;
+        Ok(())
+    }
+}
+
+/// Stage 1 for this detector: the regions each scope is active in, from the events that are not
+/// quota requests: one [`RegionSeen`] per (scope, region) the first time it is seen, or again
+/// when seen earlier than last said.
+struct Regions {
+    /// (scope, region) → the earliest time already sent.
+    sent: BoundedMap<u64, i64>,
+}
+
+impl Summarize for Regions {
+    fn summarize<'a>(&mut self, ev: &'a CloudEvent<'_>, matches: &Matches) -> Option<Summary<'a>> {
+        if matches.has(Behaviour::QuotaChange) {
+            return None;
+        }
+        let key = stable_hash(&[
+            ev.cloud_provider.as_str(),
+            &ev.cloud_account_uid,
+            &ev.cloud_region,
+        ]);
+        let t = ev.time;
+        let mut send = false;
+        let earliest = self.sent.get_or_insert_with(key, t, || {
+            send = true;
+            t
+        });
+        if t < *earliest {
+            *earliest = t;
+            send = true;
+        }
+        send.then(|| {
+            Summary::Region(RegionSeen {
+                provider: ev.cloud_provider,
+                scope: Cow::Borrowed(&ev.cloud_account_uid),
+                region: Cow::Borrowed(&ev.cloud_region),
+                time: t,
+            })
+        })
+    }
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ScopeState {
@@ -45,21 +121,34 @@ pub struct QuotaChange {
     ring: EvidenceRing,
 }
 
-impl QuotaChange {
-    pub fn new(config: QuotaChangeConfig, ring: usize) -> Self {
+impl Detector for QuotaChange {
+    type Config = QuotaChangeConfig;
+    const ROUTE: Route = Route::Scope;
+
+    fn new(config: QuotaChangeConfig, shared: &Shared) -> Self {
         QuotaChange {
             pane: PaneSpec::new(ms(config.window), ms(config.pane)),
             scopes: BoundedMap::new(config.max_keys),
-            ring: EvidenceRing::new(ring),
+            ring: EvidenceRing::new(shared.evidence_ring),
             config,
         }
     }
-}
 
-impl Detector for QuotaChange {
     fn name(&self) -> &'static str {
         "quota_change"
     }
+
+    fn behaviour(&self) -> Behaviour {
+        Behaviour::QuotaChange
+    }
+
+    fn summarizer(&self) -> Option<Box<dyn Summarize>> {
+        Some(Box::new(Regions {
+            sent: BoundedMap::new(self.config.max_keys.max(1)),
+        }))
+    }
+
+    tables! { 0 => scopes }
 
     fn on_event(&mut self, ctx: &EventCtx<'_, '_>, out: &mut Vec<Alert>) {
         if ctx.late || !ctx.matches.has(Behaviour::QuotaChange) {
@@ -225,32 +314,5 @@ impl Detector for QuotaChange {
             0,
             self.config.max_regions,
         );
-    }
-
-    fn track_changes(&mut self) {
-        self.scopes.track_changes();
-    }
-
-    fn checkpoint(&mut self, out: &mut Vec<crate::state::Entry>) {
-        crate::state::checkpoint_map(&mut self.scopes, 0, out);
-    }
-
-    fn restore(
-        &mut self,
-        table: u8,
-        key: u64,
-        bytes: &[u8],
-    ) -> Result<(), crate::state::StateError> {
-        match table {
-            0 => crate::state::restore_map(&mut self.scopes, key, bytes),
-            _ => Err(crate::state::StateError::UnknownTable),
-        }
-    }
-
-    fn stats(&self) -> DetectorStats {
-        DetectorStats {
-            keys: self.scopes.len(),
-            evicted: self.scopes.evicted(),
-        }
     }
 }

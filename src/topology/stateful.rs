@@ -10,10 +10,8 @@
 use crate::alert::suppress::Suppressor;
 use crate::alert::{Alert, AlertStatus};
 use crate::catalog::{Catalog, Matches};
-use crate::config::{ms, Config, ConfigError};
-use crate::detect::{
-    self, AnyDetector, Beat, Detector, DetectorSet, DetectorStats, EventCtx, RegionSeen,
-};
+use crate::config::{ms, Config, ConfigError, Valid};
+use crate::detect::{self, AnyDetector, Beat, DetectorSet, DetectorStats, EventCtx, RegionSeen};
 use crate::event::CloudEvent;
 use crate::state::{self, Entry, StateError};
 use std::collections::BTreeMap;
@@ -42,12 +40,27 @@ pub struct Stateful {
 }
 
 impl Stateful {
+    /// The stateful stage of a checked config, with its compiled catalog.
+    pub fn from_valid(config: &Valid) -> Stateful {
+        Stateful::build(config, config.catalog().clone())
+    }
+
+    /// The stateful stage of `config` (taken as checked) with `catalog` (compiled from it).
+    /// Kept for the Kafka layer, which builds one per repartition partition; prefer
+    /// [`Stateful::from_valid`].
     pub fn new(config: &Config, catalog: Arc<Catalog>) -> Result<Stateful, ConfigError> {
-        Ok(Stateful {
+        Ok(Stateful::build(config, catalog))
+    }
+
+    fn build(config: &Config, catalog: Arc<Catalog>) -> Stateful {
+        let shared = detect::Shared {
+            evidence_ring: config.alerts.evidence_ring,
+        };
+        Stateful {
             catalog,
-            detectors: detect::build(config)
+            detectors: detect::build(&config.detectors, &shared)
                 .into_iter()
-                .map(|d| (detect::detector_index(d.name()), d))
+                .map(|d| (d.index(), d))
                 .collect(),
             suppressor: Suppressor::new(&config.alerts.suppression),
             check_interval_ms: ms(config.time.check_interval).max(1),
@@ -56,7 +69,7 @@ impl Stateful {
             watermark: i64::MIN,
             raised: Vec::new(),
             stats: AlertStats::default(),
-        })
+        }
     }
 
     /// The detectors that need no event-time order (the stateless ones: `log_disable` and the
@@ -65,7 +78,7 @@ impl Stateful {
     pub fn immediate(&self) -> DetectorSet {
         let mut set = DetectorSet::default();
         for (index, d) in &self.detectors {
-            if d.consumes().2 {
+            if d.late_events() {
                 set = set.with(*index);
             }
         }
@@ -197,10 +210,6 @@ impl Stateful {
 
     pub fn suppressed_total(&self) -> u64 {
         self.suppressor.suppressed_total()
-    }
-
-    pub fn suppressed_pending(&self) -> u64 {
-        self.suppressor.pending_total()
     }
 
     /// Turns on change tracking for incremental checkpoints (durable state).
