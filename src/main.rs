@@ -385,7 +385,7 @@ fn cmd_demo_kafka(json: bool, _brokers: Option<String>) -> Result<ExitCode> {
 fn cmd_run(path: &std::path::Path) -> Result<ExitCode> {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
-    let config = Config::from_file(path)?;
+    let config = Config::load(path)?;
     let metrics = Arc::new(cloudwarden::telemetry::Metrics::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -29,7 +29,7 @@ use super::offsets::{Offsets, Revoked, TopicPartition};
 use super::rebalance::ConsumerCtx;
 use super::repartition::Topology;
 use crate::alert::Alert;
-use crate::config::{ms, Config};
+use crate::config::{ms, ToValid, Valid};
 use crate::engine::Engine;
 use crate::telemetry::Metrics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -62,7 +62,7 @@ pub struct Service {
 
 /// Record processing (separate from the consumer, whose messages borrow it).
 struct Processor {
-    config: Config,
+    config: Valid,
     pipeline: Pipeline,
     guarantee: Guarantee,
     em: Emitter,
@@ -108,8 +108,10 @@ impl Service {
     /// Connects (lazily: librdkafka connects in the background), creates or checks the internal
     /// topics, opens the guarantee (restoring the snapshot file, initialising transactions) and
     /// subscribes.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
-        config.validate()?;
+    /// `config`: a [`Valid`] config is taken as is; a [`Config`](crate::config::Config) is
+    /// validated first.
+    pub fn new(config: impl ToValid, metrics: Arc<Metrics>) -> Result<Service, ServiceError> {
+        let config = config.to_valid()?;
         let k = &config.kafka;
         k.validate()
             .map_err(|(key, msg)| ServiceError::Config(key, msg))?;
@@ -356,7 +358,7 @@ impl Service {
 /// Creates or checks the repartition topic (and the changelog, with durable state) and builds
 /// the topology over them.
 fn repartitioned(
-    config: &Config,
+    config: &Valid,
     producer: &BaseProducer<ProducerCtx>,
     common: Vec<(String, String)>,
 ) -> Result<Topology, ServiceError> {

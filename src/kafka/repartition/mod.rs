@@ -41,8 +41,8 @@ mod stage2;
 use super::offsets::TopicPartition;
 use crate::alert::Alert;
 use crate::catalog::Catalog;
-use crate::config::{ms, Config, ConfigError};
-use crate::detect::DetectorStats;
+use crate::config::{ms, Config, ConfigError, Valid};
+use crate::detect::{DetectorSet, DetectorStats};
 use crate::event::{CloudEvent, DecodeLimits};
 use crate::telemetry::Metrics;
 use crate::topology::router::Router;
@@ -75,7 +75,9 @@ pub struct Topology {
     partitions: i32,
     router: Router,
     catalog: Arc<Catalog>,
-    config: Config,
+    config: Valid,
+    /// The detectors keyed by scope (from the registry): their events form their own stream.
+    scope_keyed: DetectorSet,
     lateness: i64,
     resolution: i64,
     limits: DecodeLimits,
@@ -96,7 +98,7 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(
-        config: &Config,
+        config: &Valid,
         topic: String,
         input_partitions: Vec<(String, i32)>,
         changelog: Option<String>,
@@ -109,7 +111,8 @@ impl Topology {
             last_checkpoint: Instant::now(),
             partitions: config.repartition.partitions,
             router: Router::new(config),
-            catalog: Arc::new(config.catalog()?),
+            catalog: config.catalog().clone(),
+            scope_keyed: crate::detect::scope_keyed(),
             lateness: ms(config.time.allowed_lateness),
             resolution: ms(config.detectors.log_source_silence.resolution).max(1),
             limits: DecodeLimits {

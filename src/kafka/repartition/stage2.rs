@@ -171,7 +171,11 @@ impl Topology {
             } => {
                 if !was_buffered
                     && !resent_by_us
-                    && resent(&mut part.arrived, event_stream(detectors), origin)
+                    && resent(
+                        &mut part.arrived,
+                        event_stream(detectors, self.scope_keyed),
+                        origin,
+                    )
                 {
                     return 0;
                 }
@@ -311,12 +315,8 @@ const PRINCIPAL_EVENTS: u8 = 0;
 const SCOPE_EVENTS: u8 = 1;
 const REGIONS: u8 = 2;
 
-/// The detectors keyed by scope.
-// TODO(registry): computed from the registry once it lists each detector's route.
-const SCOPE_KEYED: DetectorSet = DetectorSet(0b10011);
-
-fn event_stream(detectors: DetectorSet) -> u8 {
-    if detectors.0 & SCOPE_KEYED.0 != 0 {
+fn event_stream(detectors: DetectorSet, scope_keyed: DetectorSet) -> u8 {
+    if detectors.0 & scope_keyed.0 != 0 {
         SCOPE_EVENTS
     } else {
         PRINCIPAL_EVENTS
