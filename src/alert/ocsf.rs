@@ -269,8 +269,8 @@ fn evidences(a: &Alert) -> Vec<Value> {
         template.insert("api".into(), api);
     }
     if single {
-        if let Some(ip) = detail("src_endpoint_ip") {
-            template.insert("src_endpoint".into(), json!({ "ip": ip }));
+        if let Some(endpoint) = detail("src_endpoint_ip").and_then(src_endpoint) {
+            template.insert("src_endpoint".into(), endpoint);
         }
         if let Some(ua) = detail("user_agent") {
             template.insert("http_request".into(), json!({ "user_agent": ua }));
@@ -301,6 +301,19 @@ fn evidences(a: &Alert) -> Vec<Value> {
         .collect()
 }
 
+/// The caller's endpoint: an IP address as `ip`; a service principal's name (CloudTrail writes
+/// `lambda.amazonaws.com` where a service called) as `svc_name`; anything else (the anonymised
+/// `08.1.250.216` of some public logs, which no IP parser accepts) stays in `unmapped` only.
+fn src_endpoint(value: &str) -> Option<Value> {
+    if value.parse::<std::net::IpAddr>().is_ok() {
+        Some(json!({ "ip": value }))
+    } else if value.bytes().any(|b| b.is_ascii_alphabetic()) && !value.contains(':') {
+        Some(json!({ "svc_name": value }))
+    } else {
+        None
+    }
+}
+
 /// The affected resources: the samples of detectors whose samples are resources, and the silent
 /// log source.
 fn resources(a: &Alert) -> Vec<Value> {
@@ -323,11 +336,10 @@ fn observables(a: &Alert) -> Vec<Value> {
         out.push(json!({"name": "evidences.actor.user.uid", "type_id": 31, "value": principal}));
     }
     if a.evidence.event_uids.len() <= 1 {
-        if let Some(ip) = a
-            .evidence
-            .details
-            .get("src_endpoint_ip")
+        let ip = a.evidence.details.get("src_endpoint_ip");
+        if let Some(ip) = ip
             .and_then(Value::as_str)
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
         {
             out.push(json!({"name": "evidences.src_endpoint.ip", "type_id": 2, "value": ip}));
         }
@@ -526,6 +538,33 @@ mod tests {
             ]
         );
         assert_eq!(f["count"], 1);
+    }
+
+    #[test]
+    fn only_an_ip_address_is_an_ip() {
+        assert_eq!(
+            src_endpoint("2001:db8::1"),
+            Some(json!({"ip": "2001:db8::1"}))
+        );
+        assert_eq!(
+            src_endpoint("lambda.amazonaws.com"),
+            Some(json!({"svc_name": "lambda.amazonaws.com"}))
+        );
+        assert_eq!(src_endpoint("08.1.250.216"), None);
+        let mut ev = single_event();
+        ev.details
+            .insert("src_endpoint_ip".into(), "08.1.250.216".into());
+        let f = to_ocsf(
+            &alert(AlertStatus::New, "log_disable", ev),
+            &OcsfContext::default(),
+        );
+        assert!(f["evidences"][0].get("src_endpoint").is_none());
+        assert_eq!(
+            f["observables"].as_array().unwrap().len(),
+            2,
+            "principal and account"
+        );
+        assert_eq!(f["unmapped"]["details"]["src_endpoint_ip"], "08.1.250.216");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod invictus;
 #[cfg(feature = "kafka")]
 mod kafka_mock;
 mod malformed;
+mod ocsf;
 mod replay;
 #[cfg(feature = "kafka")]
 mod scale_out;
