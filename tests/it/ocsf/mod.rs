@@ -3,6 +3,7 @@
 //! CloudTrail datasets, as Detection Findings (class 2004); the API Activity (class 6003) inputs
 //! in `tests/fixtures/ocsf/`.
 
+mod api_activity;
 mod resolver;
 
 use crate::util::{fixture, input_files};
