@@ -236,9 +236,20 @@ fn entity(uid: &str, name: &str) -> Value {
     }
 }
 
+/// `cloud.provider` as OCSF producers write it (Security Lake: `AWS`); providers without a
+/// common spelling keep cloudwarden's name.
+pub fn provider_name(provider: &str) -> &str {
+    match provider {
+        "aws" => "AWS",
+        "gcp" => "GCP",
+        "azure" => "Azure",
+        other => other,
+    }
+}
+
 fn cloud(a: &Alert) -> Value {
     json!({
-        "provider": a.cloud_provider,
+        "provider": provider_name(&a.cloud_provider),
         "region": a.cloud_region,
         "account": {"uid": a.cloud_account_uid},
     })
@@ -461,7 +472,7 @@ mod tests {
         assert_eq!(f["metadata"]["profiles"], json!(["cloud", "datetime"]));
         assert_eq!(
             f["cloud"],
-            json!({"provider": "aws", "region": "us-east-1", "account": {"uid": "222222222222"}})
+            json!({"provider": "AWS", "region": "us-east-1", "account": {"uid": "222222222222"}})
         );
         assert_eq!(f["start_time"], 1_767_228_000_000i64);
         assert_eq!(f["end_time_dt"], "2026-01-01T01:10:00.000Z");

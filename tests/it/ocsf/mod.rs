@@ -267,3 +267,42 @@ fn the_shipped_schema_is_the_published_one() {
     }
     assert!(n > 20, "{n} schema files");
 }
+
+#[test]
+fn replay_format_ocsf_writes_conformant_findings() {
+    let schema = Schema::shipped();
+    let class = schema.class("detection_finding");
+    let input = fixture("stratus/aws.credential-access.secretsmanager-retrieve-secrets.ndjson");
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudwarden"))
+            .args(["replay", "--no-progress", "--format", format])
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ocsf: Vec<(String, Value)> = run("ocsf")
+        .lines()
+        .map(|l| {
+            (
+                "replay --format ocsf".to_owned(),
+                serde_json::from_str(l).unwrap(),
+            )
+        })
+        .collect();
+    let alerts: Vec<Alert> = run("cloudwarden.v1")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!ocsf.is_empty());
+    assert_eq!(ocsf.len(), alerts.len());
+    for ((_, f), a) in ocsf.iter().zip(&alerts) {
+        assert_eq!(f, &finding(a));
+    }
+    assert_conformant(&schema, &class, &ocsf);
+}
