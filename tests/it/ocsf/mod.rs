@@ -124,6 +124,79 @@ fn every_alert_of_the_public_datasets_is_a_conformant_detection_finding() {
 }
 
 #[test]
+fn every_alert_of_the_shared_public_data_is_a_conformant_detection_finding() {
+    // ../shared/data/public whole (also the TrailDiscover and OTRF sets that have no fixture
+    // copy): each file on its own, each dataset folder as one replay, and everything as one
+    // (where silence episodes open and close).
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/public");
+    if !root.exists() {
+        eprintln!("SKIPPED: no {}", root.display());
+        return;
+    }
+    let schema = Schema::shipped();
+    let class = schema.class("detection_finding");
+    let mut docs = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut everything = Vec::new();
+    for dir in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ndjson"))
+            .collect();
+        files.sort();
+        let mut runs: Vec<Vec<&std::path::Path>> =
+            files.iter().map(|f| vec![f.as_path()]).collect();
+        runs.push(files.iter().map(PathBuf::as_path).collect());
+        for run in runs {
+            let mut engine = Engine::new(&Config::default()).unwrap();
+            for a in replay_files(&mut engine, &run, 100_000).unwrap() {
+                docs.push((format!("{} {}", run[0].display(), a.id), finding(&a)));
+            }
+        }
+        everything.extend(files);
+    }
+    let all: Vec<&std::path::Path> = everything.iter().map(PathBuf::as_path).collect();
+    let mut engine = Engine::new(&Config::default()).unwrap();
+    let one_replay: Vec<Value> = replay_files(&mut engine, &all, 100_000)
+        .unwrap()
+        .iter()
+        .map(finding)
+        .collect();
+    let closes: Vec<&Value> = one_replay
+        .iter()
+        .filter(|f| f["activity_id"] == 3)
+        .collect();
+    assert!(
+        !closes.is_empty(),
+        "a silence episode closes in the one replay"
+    );
+    for close in closes {
+        let uid = &close["finding_info"]["uid"];
+        assert!(
+            one_replay
+                .iter()
+                .any(|f| f["activity_id"] == 1 && &f["finding_info"]["uid"] == uid),
+            "Close {uid} has no Create"
+        );
+    }
+    docs.extend(
+        one_replay
+            .into_iter()
+            .map(|f| ("all public data".to_owned(), f)),
+    );
+    assert!(docs.len() >= 40, "{} alerts", docs.len());
+    assert_conformant(&schema, &class, &docs);
+}
+
+#[test]
 fn the_resolver_rejects_what_ocsf_does_not_allow() {
     let schema = Schema::shipped();
     let class = schema.class("detection_finding");
