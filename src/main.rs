@@ -47,6 +47,10 @@ enum Command {
         /// No progress bar even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Alert format: `json` (alert.v1, alias `cloudwarden.v1`), `ocsf` (OCSF 1.8.0 Detection
+        /// Finding) or `text`.
+        #[arg(long, default_value = "json", value_parser = parse_alert_format)]
+        format: AlertFormat,
         /// Input files; `-` is stdin.
         #[arg(default_value = "-")]
         files: Vec<String>,
@@ -137,10 +141,11 @@ fn run(command: Command) -> Result<ExitCode> {
             config,
             output,
             no_progress,
+            format,
             files,
         } => {
             let config = load_config(config.as_ref())?;
-            cmd_replay(&config, output, no_progress, &files)
+            cmd_replay(&config, output, no_progress, format, &files)
         }
         Command::Normalize { config, files } => {
             let config = load_config(config.as_ref())?;
@@ -175,10 +180,17 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
+/// An [`AlertFormat`] by its serde name (what `alerts.format` takes).
+fn parse_alert_format(s: &str) -> Result<AlertFormat, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("unknown alert format {s:?}: ocsf, json (cloudwarden.v1) or text"))
+}
+
 fn cmd_replay(
     config: &Valid,
     output: Option<PathBuf>,
     no_progress: bool,
+    format: AlertFormat,
     files: &[String],
 ) -> Result<ExitCode> {
     let mut engine = Engine::new(config)?;
@@ -202,7 +214,7 @@ fn cmd_replay(
         &mut engine,
         &inputs,
         config.replay.reorder_buffer,
-        |alert| Ok(AlertFormat::Json.write_line(alert, &mut out)?),
+        |alert| Ok(format.write_line(alert, &mut out)?),
         |events, bytes| {
             if let Some(bar) = &bar {
                 bar.set_message(format!("{events} events, {:.1} MB", bytes as f64 / 1e6));

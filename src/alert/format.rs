@@ -2,9 +2,10 @@
 //!
 //! Every writer goes through [`AlertFormat`]: the Kafka emitter (the alerts topic's record value),
 //! `replay` (NDJSON on stdout or a file), and both demos (`demo` and `demo --offline`: a text line
-//! each, or NDJSON with `--json`). A new output (OCSF, a config key `alerts.format`) is a new
-//! variant here, and every writer gets it at once; the variants' serde names (`json`, `text`) are
-//! what such a key would take.
+//! each, or NDJSON with `--json`). A new output is a new variant here, and every writer gets it at
+//! once; the variants' serde names (`ocsf`, `json` alias `cloudwarden.v1`, `text`) are what the
+//! config key `alerts.format` takes. `ocsf` (an OCSF 1.8.0 Detection Finding, [`super::ocsf`]) is
+//! the default.
 //!
 //! The encoding is kept apart from the framing: [`AlertFormat::write`] appends one alert with no
 //! line end (a Kafka record is one JSON document), [`AlertFormat::write_line`] appends it and a
@@ -12,6 +13,7 @@
 //! reuses a `Vec<u8>` (the emitter) or a `BufWriter` (replay) allocates nothing per alert beyond
 //! what serde_json does.
 
+use super::ocsf::{to_ocsf, OcsfContext};
 use super::Alert;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
@@ -20,9 +22,13 @@ use std::io::{self, Write};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertFormat {
+    /// An OCSF 1.8.0 Detection Finding (class 2004) JSON document per alert, as
+    /// [`super::ocsf::to_ocsf`] maps it with the default [`OcsfContext`] (product cloudwarden).
+    #[default]
+    Ocsf,
     /// `alert.v1` JSON (`schemas/alert.v1.schema.json`), one document per alert: the alerts
     /// topic's record value, and each line of `replay`'s and `demo --json`'s output.
-    #[default]
+    #[serde(alias = "cloudwarden.v1")]
     Json,
     /// One line a human reads on a terminal (the demos):
     /// `ALERT <time_dt> <severity> <detector> <title> [<technique ids>]`, severity and detector
@@ -65,6 +71,9 @@ impl AlertFormat {
     /// Writes `alert` to `out` with no line end: one record (the alerts topic's value).
     pub fn write<W: Write + ?Sized>(self, alert: &Alert, out: &mut W) -> Result<(), FormatError> {
         match self {
+            AlertFormat::Ocsf => {
+                serde_json::to_writer(out, &to_ocsf(alert, &OcsfContext::default()))?
+            }
             AlertFormat::Json => serde_json::to_writer(out, alert)?,
             AlertFormat::Text => write_text(alert, out)?,
         }
@@ -167,7 +176,7 @@ mod tests {
     fn writes_append_to_a_reused_buffer() {
         let (a, b) = (alert(&[]), alert(&["T1562.008".into()]));
         let mut out = Vec::new();
-        for f in [AlertFormat::Json, AlertFormat::Text] {
+        for f in [AlertFormat::Ocsf, AlertFormat::Json, AlertFormat::Text] {
             out.clear();
             f.write_line(&a, &mut out).unwrap();
             let first = out.len();
@@ -190,7 +199,7 @@ mod tests {
                 Ok(())
             }
         }
-        for f in [AlertFormat::Json, AlertFormat::Text] {
+        for f in [AlertFormat::Ocsf, AlertFormat::Json, AlertFormat::Text] {
             match f.write_line(&alert(&[]), &mut Closed) {
                 Err(FormatError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::BrokenPipe),
                 other => panic!("{f:?}: {other:?}"),
@@ -201,13 +210,29 @@ mod tests {
     #[test]
     fn serde_names_are_snake_case() {
         for (f, name) in [
+            (AlertFormat::Ocsf, "\"ocsf\""),
             (AlertFormat::Json, "\"json\""),
             (AlertFormat::Text, "\"text\""),
         ] {
             assert_eq!(serde_json::to_string(&f).unwrap(), name);
             assert_eq!(serde_json::from_str::<AlertFormat>(name).unwrap(), f);
         }
-        assert!(serde_json::from_str::<AlertFormat>("\"ocsf\"").is_err());
-        assert_eq!(AlertFormat::default(), AlertFormat::Json);
+        assert_eq!(
+            serde_json::from_str::<AlertFormat>("\"cloudwarden.v1\"").unwrap(),
+            AlertFormat::Json
+        );
+        assert!(serde_json::from_str::<AlertFormat>("\"alert.v1\"").is_err());
+        assert_eq!(AlertFormat::default(), AlertFormat::Ocsf);
+    }
+
+    #[test]
+    fn ocsf_is_the_finding_of_the_alert() {
+        let a = alert(&["T1562.008".into()]);
+        let mut record = Vec::new();
+        AlertFormat::Ocsf.write(&a, &mut record).unwrap();
+        let finding: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        assert_eq!(finding, to_ocsf(&a, &OcsfContext::default()));
+        assert_eq!(finding["finding_info"]["uid"], serde_json::json!(a.id));
+        assert!(!record.ends_with(b"\n"));
     }
 }

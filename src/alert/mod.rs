@@ -5,11 +5,13 @@
 //! and a deterministic id (the same detection gets the same id in a live run, a re-run or a
 //! replay), `attack` adds tactics for the technique ids, and `suppress` rate-limits per
 //! (detector, dedup key) without ever dropping the count; `format` is the one place an alert
-//! becomes bytes (JSON or a text line), for every writer.
+//! becomes bytes (an OCSF Detection Finding, `alert.v1` JSON or a text line), for every writer;
+//! `ocsf` maps an alert onto OCSF 1.8.0 class 2004.
 
 pub mod attack;
 pub mod evidence;
 pub mod format;
+pub mod ocsf;
 pub mod suppress;
 
 use crate::event::time::format_rfc3339_ms;

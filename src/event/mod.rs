@@ -8,7 +8,8 @@
 //!
 //! [`decode_record`] is the single entry point: it rejects oversize input before parsing, reads
 //! the top level once ([`shape::RawTop`]), recognises the shape, and hands the already-split
-//! nested sections to one decoder file per provider format.
+//! nested sections to one decoder file per provider format (and `ocsf` for OCSF API Activity,
+//! class 6003, records from pipelines that already normalise to OCSF).
 
 pub mod aws;
 pub mod azure;
@@ -16,6 +17,7 @@ pub mod cloudevent;
 pub mod entra;
 pub mod gcp;
 pub mod o365;
+pub mod ocsf;
 pub mod shape;
 pub mod time;
 pub mod workspace;

@@ -6,13 +6,14 @@
 //! Envelopes (`{"Records": [...]}`, `{"records": [...]}`, EventBridge `detail`, a top-level JSON
 //! array) are unwrapped here, so each provider decoder sees one record.
 //!
-//! Order of the tests, first match wins: `schema` (CloudEvent v1) → `Records` → `records` →
+//! Order of the tests, first match wins: `schema` (CloudEvent v1) → OCSF `class_uid` 6003 (API
+//! Activity) → `Records` → `records` →
 //! EventBridge → CloudTrail (`eventSource` + `eventName`) → GCP (`protoPayload`) → Workspace
 //! (`kind` / `id` object + `events`) → O365 (`Operation` + `Workload`/`RecordType`/`CreationTime`)
 //! → Entra ID (category `AuditLogs`, `activityDisplayName`, `loggedByService`, or an
 //! `aadiam` resource) → Azure (`operationName` / `OperationNameValue`).
 
-use super::{aws, azure, cloudevent, entra, gcp, o365, workspace};
+use super::{aws, azure, cloudevent, entra, gcp, o365, ocsf, workspace};
 use super::{CloudEvent, DecodeError, DecodeLimits};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -24,6 +25,11 @@ pub struct RawTop<'a> {
     // ---- CloudEvent v1 ----
     #[serde(borrow, deserialize_with = "crate::event::opt_cow", default)]
     pub schema: Option<Cow<'a, str>>,
+
+    // ---- OCSF ----
+    /// Any JSON value: only the number 6003 (API Activity) is a shape we read.
+    #[serde(borrow, default)]
+    pub class_uid: Option<&'a RawValue>,
 
     // ---- envelopes ----
     #[serde(rename = "Records", borrow, default)]
@@ -193,6 +199,7 @@ pub struct RawTop<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     CloudEvent,
+    OcsfApiActivity,
     CloudTrail,
     Gcp,
     Azure,
@@ -283,6 +290,7 @@ fn decode_one<'a>(
     };
     match shape {
         Shape::CloudEvent => cloudevent::decode(text, out),
+        Shape::OcsfApiActivity => ocsf::decode(text, out),
         Shape::CloudTrail => aws::decode(top, None, out),
         Shape::Gcp => gcp::decode(text, out),
         Shape::Workspace => workspace::decode(text, out),
@@ -296,6 +304,9 @@ fn decode_one<'a>(
 pub fn classify(top: &RawTop<'_>) -> Option<Shape> {
     if top.schema.is_some() {
         return Some(Shape::CloudEvent);
+    }
+    if top.class_uid.is_some_and(|c| c.get() == "6003") {
+        return Some(Shape::OcsfApiActivity);
     }
     if top.records_upper.is_some()
         || top.records_lower.is_some()

@@ -14,6 +14,7 @@ mod invictus;
 #[cfg(feature = "kafka")]
 mod kafka_mock;
 mod malformed;
+mod ocsf;
 mod registry;
 mod replay;
 #[cfg(feature = "kafka")]
