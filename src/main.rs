@@ -47,8 +47,8 @@ enum Command {
         /// No progress bar even on a terminal.
         #[arg(long)]
         no_progress: bool,
-        /// Alert format: `json` (alert.v1, alias `cloudwarden.v1`), `ocsf` (OCSF 1.8.0 Detection
-        /// Finding) or `text`.
+        /// Alert format: `cloudwarden.v1` (alert.v1, alias `json`; the default for replay, whatever
+        /// `alerts.format` says of the topic), `ocsf` (OCSF 1.8.0 Detection Finding) or `text`.
         #[arg(long, default_value = "json", value_parser = parse_alert_format)]
         format: AlertFormat,
         /// Input files; `-` is stdin.
@@ -183,7 +183,7 @@ fn run(command: Command) -> Result<ExitCode> {
 /// An [`AlertFormat`] by its serde name (what `alerts.format` takes).
 fn parse_alert_format(s: &str) -> Result<AlertFormat, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| format!("unknown alert format {s:?}: ocsf, json (cloudwarden.v1) or text"))
+        .map_err(|_| format!("unknown alert format {s:?}: ocsf, cloudwarden.v1 (json) or text"))
 }
 
 fn cmd_replay(

@@ -28,7 +28,7 @@ pub enum AlertFormat {
     Ocsf,
     /// `alert.v1` JSON (`schemas/alert.v1.schema.json`), one document per alert: the alerts
     /// topic's record value, and each line of `replay`'s and `demo --json`'s output.
-    #[serde(alias = "cloudwarden.v1")]
+    #[serde(rename = "cloudwarden.v1", alias = "json")]
     Json,
     /// One line a human reads on a terminal (the demos):
     /// `ALERT <time_dt> <severity> <detector> <title> [<technique ids>]`, severity and detector

@@ -31,6 +31,7 @@ pub use crate::detect::quota_change::QuotaChangeConfig;
 pub use crate::detect::secret_fetch_rate::SecretFetchRateConfig;
 pub use crate::detect::DetectorsConfig;
 
+use crate::alert::format::AlertFormat;
 use crate::catalog::{Catalog, CatalogError, RuleSpec};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -288,6 +289,10 @@ pub struct CatalogConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
+    /// How an alert becomes the alerts topic's record value: `ocsf` (an OCSF 1.8.0 Detection
+    /// Finding, class 2004) or `cloudwarden.v1` (the `alert.v1` JSON document); `text` (one
+    /// human-readable line) is for terminals.
+    pub format: AlertFormat,
     /// Sample values and source event ids carried in an alert's evidence (each).
     pub max_samples: usize,
     /// Recent evidence entries kept per stateful detector to draw samples from (a ring, so
@@ -299,6 +304,7 @@ pub struct AlertsConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
+            format: AlertFormat::Ocsf,
             max_samples: 5,
             evidence_ring: 4096,
             suppression: SuppressionConfig::default(),

@@ -20,7 +20,7 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Topics of raw audit records (any supported format, one record per message).
     pub input_topics: Vec<String>,
-    /// Topic the alerts are written to (key = the alert id, value = alert.v1 JSON).
+    /// Topic the alerts are written to (key = the alert id, value as `alerts.format` says).
     pub alerts_topic: String,
     /// Topic undecodable records go to, unchanged, with headers giving the reason and origin.
     pub dead_letter_topic: String,

@@ -134,6 +134,9 @@ pub fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, 
     config.kafka.brokers = brokers.clone();
     config.kafka.group_id = format!("cloudwarden-demo-{suffix}");
     config.kafka.input_topics = vec![input.clone()];
+    // The demo's SIEM reads alert.v1 to print its lines (`make demo`); a deployment's default
+    // is OCSF.
+    config.alerts.format = crate::alert::format::AlertFormat::Json;
     config.kafka.alerts_topic = alerts_topic.clone();
     config.kafka.dead_letter_topic = dlq.clone();
     config.service.idle_timeout = Duration::from_secs(5);

@@ -176,6 +176,7 @@ impl Emitter {
         alerts_topic: String,
         dead_letter_topic: String,
         dead_letter_max: usize,
+        format: AlertFormat,
     ) -> Self {
         Emitter {
             deliveries: producer.context().deliveries.clone(),
@@ -183,7 +184,7 @@ impl Emitter {
             alerts_topic,
             dead_letter_topic,
             dead_letter_max,
-            format: AlertFormat::Json,
+            format,
             json: Vec::new(),
         }
     }

@@ -153,6 +153,7 @@ impl Service {
                 .get("message.max.bytes")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1_000_000),
+            config.alerts.format,
         );
         let engine = match &mut pipeline {
             Pipeline::InProcess(e) => Some(e),

@@ -4,6 +4,7 @@
 //! waits `session.timeout − 1 s` per rebalance round.
 
 use crate::util::fixture;
+use cloudwarden::alert::format::AlertFormat;
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
 use cloudwarden::kafka::service::Service;
@@ -49,6 +50,8 @@ pub(crate) fn config(brokers: &str, group: &str) -> Config {
     c.kafka.input_topics = vec![INPUT.into()];
     c.kafka.alerts_topic = ALERTS.into();
     c.kafka.dead_letter_topic = DLQ.into();
+    // The tests read the topic as alert.v1; the OCSF default has its own test below.
+    c.alerts.format = AlertFormat::Json;
     // These tests cover the in-process path's delivery, commits and faults; the repartitioned
     // topology is tested end to end on Tansu (`scale_out.rs`) and by `repartitioned_service_*`.
     c.repartition.enabled = false;
@@ -747,4 +750,42 @@ fn state_policy_on_rebalance_is_warm_up() {
             "a new owner starts its keys empty"
         );
     }
+}
+
+/// With the default `alerts.format`, the SIEM reads OCSF Detection Findings: every record on the
+/// alerts topic conforms to class 2004 as resolved from the schema sources, and its
+/// `finding_info.uid` is the record key (the alert id).
+#[test]
+fn the_alerts_topic_carries_conformant_ocsf_findings_by_default() {
+    let c = cluster(1);
+    let brokers = c.bootstrap_servers();
+    let records = crate::util::records(&crate::util::input_files());
+    let n = records.len();
+    produce(&brokers, &records);
+    let mut cfg = config(&brokers, "ocsf-default");
+    cfg.alerts.format = cloudwarden::config::Config::default().alerts.format;
+    assert_eq!(cfg.alerts.format, AlertFormat::Ocsf, "the default");
+    let run = Running::start(cfg);
+    assert!(
+        wait_until(Duration::from_secs(60), || run.consumed() as usize >= n),
+        "consumed all"
+    );
+    run.stop();
+    let messages = read_all(&brokers, ALERTS, 10, Duration::from_secs(10));
+    assert!(messages.len() >= 10, "{} alerts", messages.len());
+    let schema = crate::ocsf::resolver::Schema::shipped();
+    let class = schema.class("detection_finding");
+    let mut docs = Vec::new();
+    for m in &messages {
+        let doc: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("a value")).expect("JSON");
+        assert_eq!(doc["class_uid"], 2004);
+        assert_eq!(
+            doc["finding_info"]["uid"].as_str().map(str::as_bytes),
+            m.key(),
+            "keyed by the finding uid"
+        );
+        docs.push((format!("offset {}", m.offset()), doc));
+    }
+    crate::ocsf::assert_conformant(&schema, &class, &docs);
 }

@@ -4,7 +4,7 @@
 //! in `tests/fixtures/ocsf/`.
 
 mod api_activity;
-mod resolver;
+pub(crate) mod resolver;
 
 use crate::util::{fixture, input_files};
 use cloudwarden::alert::ocsf::{to_ocsf, OcsfContext};
@@ -40,7 +40,7 @@ fn golden_alerts() -> Vec<(String, Alert)> {
     out
 }
 
-fn assert_conformant(schema: &Schema, class: &Def, docs: &[(String, Value)]) {
+pub(crate) fn assert_conformant(schema: &Schema, class: &Def, docs: &[(String, Value)]) {
     let mut failures = Vec::new();
     for (name, doc) in docs {
         for e in schema.check(class, doc) {
