@@ -1601,11 +1601,13 @@ fn ensure_topic(
     Ok(())
 }
 
-/// The partition count of a topic, `None` when it does not exist.
+/// The partition count of a topic, `None` when it does not exist. Asks for every topic's
+/// metadata: a producer's request for one named topic lets the broker auto-create it (Apache
+/// Kafka's default `auto.create.topics.enable=true`) with the broker's default partition count.
 fn topic_partitions(producer: &BaseProducer<ProducerCtx>, topic: &str) -> Option<usize> {
     let md = producer
         .client()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(None, Duration::from_secs(10))
         .ok()?;
     md.topics()
         .iter()
