@@ -6,7 +6,11 @@ mod broker;
 mod catalog_coverage;
 mod deploy;
 #[cfg(feature = "kafka")]
+mod e2e;
+#[cfg(feature = "kafka")]
 mod exactly_once;
+#[cfg(feature = "kafka")]
+mod exactly_once_kafka;
 #[cfg(feature = "kafka")]
 mod faults;
 mod golden;
@@ -20,7 +24,5 @@ mod scale_out;
 mod schema;
 mod state;
 mod stratus;
-#[cfg(feature = "kafka")]
-mod tansu;
 mod util;
 mod window_props;
