@@ -14,6 +14,8 @@ mod exactly_once_kafka;
 #[cfg(feature = "kafka")]
 mod faults;
 mod golden;
+#[cfg(feature = "kafka")]
+mod handover;
 mod invictus;
 #[cfg(feature = "kafka")]
 mod kafka_mock;
