@@ -345,11 +345,41 @@ impl Broker {
         }
     }
 
-    /// Starts node `id` again (on its data) and waits until the cluster lists every node.
+    /// Starts node `id` again (on its data) and waits until it answers and every partition's
+    /// replicas are all in sync again (a killed node stays in the others' metadata until its
+    /// registration times out, so "the cluster lists every node" says nothing here).
     pub fn restart(&mut self, id: u32) {
         self.spawn(id);
-        let n = self.nodes.len();
-        self.wait_ready(n);
+        let node_addr = format!("127.0.0.1:{}", self.nodes[id as usize - 1].port);
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("log_level", "0")
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            // Its replicas rejoin the in-sync sets only once it is up and caught up.
+            let in_sync = std::net::TcpStream::connect(&node_addr).is_ok()
+                && client
+                    .fetch_metadata(None, Duration::from_millis(500))
+                    .ok()
+                    .is_some_and(|m| {
+                        m.topics().iter().all(|t| {
+                            t.partitions()
+                                .iter()
+                                .all(|p| p.isr().len() == p.replicas().len())
+                        })
+                    });
+            if in_sync {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} not back in sync in 90 s: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The leader node of `topic`'s `partition`.

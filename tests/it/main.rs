@@ -3,6 +3,8 @@
 mod alert_schema;
 #[cfg(feature = "kafka")]
 mod broker;
+#[cfg(feature = "kafka")]
+mod broker_faults;
 mod catalog_coverage;
 mod deploy;
 #[cfg(feature = "kafka")]
