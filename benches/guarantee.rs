@@ -10,11 +10,10 @@
 //!
 //! # Mock-cluster figures
 //!
-//! Exactly-once needs a broker that accepts transactions. The only one available here is
-//! librdkafka's mock cluster (`rdkafka::mocking::MockCluster`: in process, Kafka protocol over
-//! TCP on localhost); Tansu 0.6, the real broker of the other service benches, does not advertise
-//! `EndTxn`. So every mode runs on a mock cluster, and the absolute figures are **mock-cluster
-//! figures**: the mock returns one record batch per partition per fetch, keeps everything in this
+//! Every mode runs on librdkafka's mock cluster (`rdkafka::mocking::MockCluster`: in process,
+//! Kafka protocol over TCP on localhost); `benches/service.rs` measures the
+//! exactly-once/at-least-once ratio on Apache Kafka. The absolute figures here are
+//! **mock-cluster figures**: the mock returns one record batch per partition per fetch, keeps everything in this
 //! process's memory and shares its cores, and its latencies are not a real cluster's. It also
 //! neither stores transactional offsets nor hides aborted records (see `tests/it/exactly_once.rs`).
 //! Only the ratios between modes measured in the same run mean something; the three modes are run

@@ -1,5 +1,5 @@
-//! Scale-out figures of the live service against a real broker (a local Tansu 0.6, in-memory
-//! storage), in one run:
+//! Scale-out figures of the live service against Apache Kafka (a single KRaft node the bench
+//! starts, or `KAFKA_BOOTSTRAP`), in one run:
 //!
 //! 1. **repartition overhead**: bytes the service writes to the repartition topic per input byte
 //!    (`Metrics::repartition_bytes / Metrics::input_bytes`, markers included), the repartition
@@ -10,7 +10,7 @@
 //! 3. **where the time goes**: the broker floor (a bare producer, then a bare consumer, on the same
 //!    records) and, per run, the CPU of each instance's processing thread (from
 //!    `/proc/self/task/<tid>/stat`), of this whole process (service threads, librdkafka threads,
-//!    the bench's producer) and of the Tansu process, against the machine's cores.
+//!    the bench's producer) and of the broker's JVM, against the machine's cores.
 //!
 //! Input: `cloudwarden::demo::scenario_stream` (benign traffic, attacks, a few malformed records),
 //! `SCALE_BENCH_RECORDS` records (default 300000, ~200 MB; the whole bench takes ~1 minute after
@@ -36,9 +36,8 @@
 //! the partitions to go idle, which is waiting, not work. Each end is known to ~0.5 s (the
 //! counters' publication cadence).
 //!
-//! Tansu 0.6 specifics (measured): its group coordinator mishandles cooperative-sticky with several
-//! members, so every run here (one instance too, to compare like with like) uses the eager `range`
-//! assignor; it does not answer a waiting fetch when data arrives, so `fetch.wait.max.ms = 50`.
+//! Every run uses the service's default assignor (cooperative-sticky) and librdkafka's default
+//! fetch settings: Apache Kafka answers a waiting fetch as soon as data arrives.
 //!
 //! # How this scales on a real cluster
 //!
@@ -70,7 +69,7 @@
 //!   partition every `marker_interval`), so at low input rates `r` is a little larger than
 //!   printed, at high rates smaller; `r` is dominated by the routed events (~0.83 per record).
 //!
-//! Run: `TANSU_BIN=.tools/bin/tansu cargo bench --bench scale_out`.
+//! Run: `make bench`, or `cargo bench --bench scale_out` once `tests/kafka/broker.sh install` ran.
 
 #[path = "../tests/it/broker.rs"]
 mod broker;
@@ -111,24 +110,6 @@ fn cpu_secs(stat_path: &str) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / CLK_TCK)
-}
-
-/// The Tansu process serving `addr` (found by its command line).
-fn tansu_pid(addr: &str) -> Option<u32> {
-    let url = format!("tcp://{addr}");
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("tansu") && cmd.split('\0').any(|a| a == url) {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 fn unique(label: &str) -> String {
@@ -175,8 +156,6 @@ fn bare_consumer_rate(brokers: &str, topic: &str, n: usize) -> f64 {
         .set("group.id", unique("bare-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("partition.assignment.strategy", "range")
-        .set("fetch.wait.max.ms", "50")
         .create()
         .unwrap();
     c.subscribe(&[topic]).unwrap();
@@ -215,10 +194,8 @@ fn config(brokers: &str, run: &str, repartition: bool) -> Config {
     c.time.allowed_lateness = Duration::ZERO;
     c.service.listen = "127.0.0.1:0".into();
     for (k, v) in [
-        ("partition.assignment.strategy", "range"),
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
-        ("fetch.wait.max.ms", "50"),
     ] {
         c.kafka.consumer.insert(k.into(), v.into());
     }
@@ -329,7 +306,7 @@ struct Run {
     /// CPU seconds of each instance's processing thread over the run.
     thread_cpu: Vec<f64>,
     process_cpu: f64,
-    tansu_cpu: Option<f64>,
+    broker_cpu: Option<f64>,
     per_instance_input: Vec<u64>,
 }
 
@@ -373,12 +350,12 @@ fn measure(broker: &Broker, records: &[Vec<u8>], instances: usize, repartition: 
         return r;
     }
     r.join_s = started.elapsed().as_secs_f64();
-    let tansu = tansu_pid(&broker.addr);
-    let tansu_cpu = || tansu.and_then(|p| cpu_secs(&format!("/proc/{p}/stat")));
-    let (svc0, proc0, tansu0) = (
+    let broker_jvm = broker.pid(1);
+    let broker_cpu = || broker_jvm.and_then(|p| cpu_secs(&format!("/proc/{p}/stat")));
+    let (svc0, proc0, broker0) = (
         list.iter().map(Instance::thread_cpu).collect::<Vec<f64>>(),
         cpu_secs("/proc/self/stat").unwrap_or(0.0),
-        tansu_cpu(),
+        broker_cpu(),
     );
 
     let rebalances0 = sum_map(&list, |m| m.rebalances.load(Ordering::Relaxed));
@@ -425,7 +402,7 @@ fn measure(broker: &Broker, records: &[Vec<u8>], instances: usize, repartition: 
             .collect();
         r.service_cpu = r.thread_cpu.iter().sum();
         r.process_cpu = cpu_secs("/proc/self/stat").unwrap_or(0.0) - proc0;
-        r.tansu_cpu = tansu_cpu().zip(tansu0).map(|(a, b)| a - b);
+        r.broker_cpu = broker_cpu().zip(broker0).map(|(a, b)| a - b);
         r.buffered = buffered();
         r.rebalances = sum_map(&list, |m| m.rebalances.load(Ordering::Relaxed)) - rebalances0;
         producer.join().expect("producer")
@@ -459,9 +436,9 @@ fn thread_util(r: &Run) -> Vec<f64> {
         .collect()
 }
 
-/// Share of the machine's cores (bench process + Tansu) used over the run.
+/// Share of the machine's cores (bench process + broker) used over the run.
 fn machine_util(r: &Run, cores: usize) -> f64 {
-    (r.process_cpu + r.tansu_cpu.unwrap_or(0.0)) / (r.total_s.max(1e-9) * cores as f64)
+    (r.process_cpu + r.broker_cpu.unwrap_or(0.0)) / (r.total_s.max(1e-9) * cores as f64)
 }
 
 fn verdict(r: &Run, cores: usize) -> &'static str {
@@ -479,7 +456,7 @@ fn describe(label: &str, r: &Run, n: usize, cores: usize) -> String {
         return format!("{label}: FAILED: {}", r.note);
     }
     let wall = r.total_s.max(1e-9);
-    let tansu = r.tansu_cpu.map_or("n/a".to_owned(), |t| {
+    let broker = r.broker_cpu.map_or("n/a".to_owned(), |t| {
         format!("{t:.1} s ({:.0}% of a core)", 100.0 * t / wall)
     });
     let threads: Vec<String> = thread_util(r)
@@ -487,7 +464,7 @@ fn describe(label: &str, r: &Run, n: usize, cores: usize) -> String {
         .map(|u| format!("{:.0}%", 100.0 * u))
         .collect();
     format!(
-        "{label}: {:.0} records/s ({n} records in {:.2} s: input consumed at {:.2} s, repartition consumed at {:.2} s, stage 2 drained at {:.2} s; producer done at {:.2} s; group stable {:.1} s after start, before the clock; input records per instance {:?}; rebalances during the run {}) | cpu over the run: processing thread of each instance {} of a core, whole bench process {:.1} s, tansu {tansu}, machine {:.0}% of {cores} cores -> {}{}",
+        "{label}: {:.0} records/s ({n} records in {:.2} s: input consumed at {:.2} s, repartition consumed at {:.2} s, stage 2 drained at {:.2} s; producer done at {:.2} s; group stable {:.1} s after start, before the clock; input records per instance {:?}; rebalances during the run {}) | cpu over the run: processing thread of each instance {} of a core, whole bench process {:.1} s, broker {broker}, machine {:.0}% of {cores} cores -> {}{}",
         r.rate(n),
         r.total_s,
         r.input_s,
@@ -524,7 +501,7 @@ fn main() {
 
     let broker = Broker::start();
     println!(
-        "setup: Tansu 0.6 (in-memory) at {}, {cores} cores shared by broker, instances and producer; {n} records from demo::scenario_stream ({:.1} MB, {:.0} B/record), produced round-robin over {INPUT_PARTITIONS} input partitions; repartition topic {REPARTITION_PARTITIONS} partitions, rf 1; consumer: range assignor, fetch.wait.max.ms 50, session.timeout.ms 6000, heartbeat.interval.ms 500; service.partition_idle_timeout 2 s, time.allowed_lateness 0 (input in event-time order per partition); fresh topics and group per run; clock: producer start (group already stable) -> all input consumed and, repartition on, the repartition records written by then consumed and stage 2's reorder buffers drained (<= {DRAINED}); metrics are published every 500 ms, so each end is known to ~0.5 s",
+        "setup: Apache Kafka (single KRaft node, JVM) at {}, {cores} cores shared by broker, instances and producer; {n} records from demo::scenario_stream ({:.1} MB, {:.0} B/record), produced round-robin over {INPUT_PARTITIONS} input partitions; repartition topic {REPARTITION_PARTITIONS} partitions, rf 1; consumer: cooperative-sticky assignor (default), session.timeout.ms 6000, heartbeat.interval.ms 500; service.partition_idle_timeout 2 s, time.allowed_lateness 0 (input in event-time order per partition); fresh topics and group per run; clock: producer start (group already stable) -> all input consumed and, repartition on, the repartition records written by then consumed and stage 2's reorder buffers drained (<= {DRAINED}); metrics are published every 500 ms, so each end is known to ~0.5 s",
         broker.addr,
         bytes as f64 / 1e6,
         bytes as f64 / n as f64
@@ -534,17 +511,17 @@ fn main() {
     // consumer reading them back.
     let floor_topic = unique("floor");
     broker.create_topics(&[(floor_topic.as_str(), INPUT_PARTITIONS)]);
-    let tansu = tansu_pid(&broker.addr);
-    let tansu_cpu = || tansu.and_then(|p| cpu_secs(&format!("/proc/{p}/stat")));
-    let (tc0, pc0) = (tansu_cpu(), cpu_secs("/proc/self/stat").unwrap_or(0.0));
+    let broker_jvm = broker.pid(1);
+    let broker_cpu = || broker_jvm.and_then(|p| cpu_secs(&format!("/proc/{p}/stat")));
+    let (tc0, pc0) = (broker_cpu(), cpu_secs("/proc/self/stat").unwrap_or(0.0));
     let pt = produce(&broker.addr, &floor_topic, records).as_secs_f64();
-    let (tc1, pc1) = (tansu_cpu(), cpu_secs("/proc/self/stat").unwrap_or(0.0));
+    let (tc1, pc1) = (broker_cpu(), cpu_secs("/proc/self/stat").unwrap_or(0.0));
     let bare = bare_consumer_rate(&broker.addr, &floor_topic, n);
-    let produce_tansu = tc1
+    let produce_broker = tc1
         .zip(tc0)
         .map_or("n/a".into(), |(a, b)| format!("{:.1} s", a - b));
     println!(
-        "broker floor: bare producer {:.0} records/s ({:.1} MB/s; {n} records acknowledged in {pt:.2} s; cpu: producer {:.1} s, tansu {produce_tansu}); bare consumer (fetch.wait.max.ms 50, no processing) {bare:.0} records/s",
+        "broker floor: bare producer {:.0} records/s ({:.1} MB/s; {n} records acknowledged in {pt:.2} s; cpu: producer {:.1} s, broker {produce_broker}); bare consumer (no processing) {bare:.0} records/s",
         n as f64 / pt.max(1e-9),
         bytes as f64 / 1e6 / pt.max(1e-9),
         pc1 - pc0,
@@ -631,9 +608,9 @@ fn main() {
     // 3. Where the bottleneck is.
     let util = |r: &Run| {
         format!(
-            "{:.0}% (tansu {:.0}%)",
+            "{:.0}% (broker {:.0}%)",
             100.0 * machine_util(r, cores),
-            100.0 * r.tansu_cpu.unwrap_or(0.0) / (r.total_s.max(1e-9) * cores as f64),
+            100.0 * r.broker_cpu.unwrap_or(0.0) / (r.total_s.max(1e-9) * cores as f64),
         )
     };
     println!(

@@ -1,14 +1,19 @@
-//! The service's figures, against a real broker (a local Tansu, in-memory storage):
+//! The service's figures, against Apache Kafka (a single KRaft node the bench starts, from
+//! `.tools/kafka`; or `KAFKA_BOOTSTRAP`), broker and service sharing the machine's cores:
 //!
 //! 1. throughput: the service vs a bare rdkafka consumer that only reads the same topic, side by
-//!    side in one run (target: ≥ 0.9 of the bare consumer's rate);
-//! 2. latency from record ingest (its Kafka timestamp) to alert acknowledged, p50/p99, at a
-//!    steady moderate load;
+//!    side in one run (target: ≥ 0.9 of the bare consumer's rate); the service with the
+//!    repartition step on (default) and off; and exactly-once (transactions) against
+//!    at-least-once, as a ratio, on the same topic;
+//! 2. latency from record ingest (its Kafka timestamp) to alert acknowledged, p50/p99, at steady
+//!    loads (default 1000, 10000 and 50000 records/s);
 //! 3. resident memory with 1M distinct principals held (engine only, no broker needed).
 //!
-//! Run with `make bench` (which installs Tansu) or `TANSU_BIN=.tools/bin/tansu cargo bench --bench
-//! service`. Sizes: `SERVICE_BENCH_RECORDS` (default 200000), `SERVICE_BENCH_SECONDS` (20),
-//! `SERVICE_BENCH_RATE` (2000 records/s), `SERVICE_BENCH_FETCH_WAIT_MS` (20).
+//! Run with `make bench` (which installs the broker) or `cargo bench --bench service`. Sizes:
+//! `SERVICE_BENCH_RECORDS` (default 200000), `SERVICE_BENCH_SECONDS` (10 per rate),
+//! `SERVICE_BENCH_RATES` (`1000,10000,50000` records/s), `SERVICE_BENCH_FETCH_WAIT_MS` (the
+//! consumer's `fetch.wait.max.ms` in the latency runs; librdkafka's default 500 when unset:
+//! Kafka answers a waiting fetch as soon as data arrives).
 
 #[path = "../tests/it/broker.rs"]
 mod broker;
@@ -17,6 +22,7 @@ use broker::Broker;
 use cloudwarden::config::Config;
 use cloudwarden::demo::{scenario_stream, Scenario};
 use cloudwarden::engine::Engine;
+use cloudwarden::kafka::config::Guarantee;
 use cloudwarden::kafka::service::Service;
 use cloudwarden::telemetry::Metrics;
 use rdkafka::config::ClientConfig;
@@ -81,24 +87,41 @@ fn bare_consumer_rate(brokers: &str, topic: &str, n: usize) -> f64 {
     seen as f64 / elapsed.max(1e-9)
 }
 
-fn service_config(brokers: &str, topic: &str, group: &str) -> Config {
+fn service_config(broker: &Broker, topic: &str, group: &str) -> Config {
     let mut c = cloudwarden::demo::demo_config();
-    c.kafka.brokers = brokers.into();
-    c.kafka.group_id = group.into();
+    c.kafka.brokers = broker.addr.clone();
+    c.kafka.group_id = broker.name(group);
     c.kafka.input_topics = vec![topic.into()];
-    c.kafka.alerts_topic = "bench-alerts".into();
-    c.kafka.dead_letter_topic = "bench-dead-letters".into();
+    c.kafka.alerts_topic = broker.name("bench-alerts");
+    c.kafka.dead_letter_topic = broker.name("bench-dead-letters");
     c.service.listen = "127.0.0.1:0".into();
     c
 }
 
-fn service_rate(brokers: &str, topic: &str, n: usize) -> (f64, Arc<Metrics>) {
+/// How a throughput run is configured.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Defaults: repartition on, at-least-once.
+    Default,
+    /// `repartition.enabled = false`.
+    NoRepartition,
+    /// `processing.guarantee = "exactly_once"` (repartition on, default transaction interval).
+    ExactlyOnce,
+}
+
+fn service_rate(broker: &Broker, topic: &str, n: usize, mode: Mode) -> (f64, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    let service = Service::new(
-        service_config(brokers, topic, "bench-service"),
-        metrics.clone(),
-    )
-    .unwrap();
+    let group = format!("bench-service-{mode:?}").to_lowercase();
+    let mut cfg = service_config(broker, topic, &group);
+    match mode {
+        Mode::Default => {}
+        Mode::NoRepartition => cfg.repartition.enabled = false,
+        Mode::ExactlyOnce => {
+            cfg.processing.guarantee = Guarantee::ExactlyOnce;
+            cfg.processing.transactional_id = broker.name("bench-service-eos");
+        }
+    }
+    let service = Service::new(cfg, metrics.clone()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let handle = std::thread::spawn(move || service.run(&s).unwrap());
@@ -118,16 +141,18 @@ fn service_rate(brokers: &str, topic: &str, n: usize) -> (f64, Arc<Metrics>) {
 }
 
 /// Steady load: `rate` records/s for `seconds`, one in 200 a StopLogging (an alert each).
-fn latency_under_load(brokers: &str, rate: usize, seconds: usize) -> Arc<Metrics> {
-    let topic = "bench-latency";
+fn latency_under_load(broker: &Broker, rate: usize, seconds: usize) -> Arc<Metrics> {
+    let topic = broker.name(&format!("bench-latency-{rate}"));
+    broker.create_topics(&[(topic.as_str(), 1)]);
+    let topic = topic.as_str();
+    let brokers = broker.addr.as_str();
     let metrics = Arc::new(Metrics::default());
-    let mut cfg = service_config(brokers, topic, "bench-latency");
+    let mut cfg = service_config(broker, topic, &format!("bench-latency-{rate}"));
     cfg.alerts.suppression.burst = 1_000_000;
-    // Latency tuning, passed through as a user would. Tansu 0.6 does not answer a waiting fetch
-    // when new data arrives (the "broker floor" line shows produce -> consume = the full 500 ms
-    // default wait), so fetches are capped at 20 ms (SERVICE_BENCH_FETCH_WAIT_MS overrides).
-    let wait = std::env::var("SERVICE_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "20".into());
-    cfg.kafka.consumer.insert("fetch.wait.max.ms".into(), wait);
+    // Latency tuning, passed through as a user would.
+    if let Ok(wait) = std::env::var("SERVICE_BENCH_FETCH_WAIT_MS") {
+        cfg.kafka.consumer.insert("fetch.wait.max.ms".into(), wait);
+    }
     cfg.kafka.producer.insert("linger.ms".into(), "1".into());
     let service = Service::new(cfg, metrics.clone()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -176,8 +201,7 @@ fn latency_under_load(brokers: &str, rate: usize, seconds: usize) -> Arc<Metrics
 
 /// The broker's own floor: a bare producer's acknowledgement time and a bare consumer's
 /// produce→consume time for single records, in ms (p50, p90).
-fn broker_floor(brokers: &str) -> ((u128, u128), (i64, i64)) {
-    let topic = "bench-floor";
+fn broker_floor(brokers: &str, topic: &str) -> ((u128, u128), (i64, i64)) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-floor")
@@ -268,7 +292,7 @@ fn main() {
         return;
     }
     let n = env_usize("SERVICE_BENCH_RECORDS", 200_000);
-    let seconds = env_usize("SERVICE_BENCH_SECONDS", 20);
+    let seconds = env_usize("SERVICE_BENCH_SECONDS", 10);
 
     let (before, after, keys) = rss_with_principals(1_000_000);
     println!(
@@ -279,14 +303,14 @@ fn main() {
     );
 
     let broker = Broker::start();
+    let (input, floor) = (broker.name("bench-input"), broker.name("bench-floor"));
     broker.create_topics(&[
-        ("bench-input", 3),
-        ("bench-latency", 1),
-        ("bench-alerts", 1),
-        ("bench-dead-letters", 1),
-        ("bench-floor", 1),
+        (input.as_str(), 3),
+        (broker.name("bench-alerts").as_str(), 1),
+        (broker.name("bench-dead-letters").as_str(), 1),
+        (floor.as_str(), 1),
     ]);
-    let ((ack50, ack90), (e2e50, e2e90)) = broker_floor(&broker.addr);
+    let ((ack50, ack90), (e2e50, e2e90)) = broker_floor(&broker.addr, &floor);
     println!(
         "broker floor (bare clients, one record at a time): produce ack p50 {ack50} ms p90 {ack90} ms; produce -> consume p50 {e2e50} ms p90 {e2e90} ms"
     );
@@ -298,7 +322,7 @@ fn main() {
     let records = &records[..n.min(records.len())];
     let bytes: usize = records.iter().map(Vec::len).sum();
     let t = Instant::now();
-    produce(&broker.addr, "bench-input", records);
+    produce(&broker.addr, &input, records);
     println!(
         "produced {} records ({:.1} MB, {:.0} B/record) in {:.1}s",
         records.len(),
@@ -306,21 +330,44 @@ fn main() {
         bytes as f64 / records.len() as f64,
         t.elapsed().as_secs_f64()
     );
-    let bare = bare_consumer_rate(&broker.addr, "bench-input", records.len());
-    let (service, _) = service_rate(&broker.addr, "bench-input", records.len());
+    let bare = bare_consumer_rate(&broker.addr, &input, records.len());
+    let (service, _) = service_rate(&broker, &input, records.len(), Mode::Default);
     println!(
         "throughput: bare consumer {bare:.0} records/s, service {service:.0} records/s, ratio {:.2}",
         service / bare
     );
-
-    let rate = env_usize("SERVICE_BENCH_RATE", 2000);
-    let m = latency_under_load(&broker.addr, rate, seconds);
-    let (q, count) = m.latency_quantiles();
-    let at = |i: usize| q[i].1 * 1000.0;
+    let (flat, _) = service_rate(&broker, &input, records.len(), Mode::NoRepartition);
     println!(
-        "latency at {rate} records/s for {seconds}s, record ingest -> alert acknowledged: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms ({count} alerts)",
-        at(0),
-        at(1),
-        at(2)
+        "throughput: repartition on {service:.0} records/s, off {flat:.0} records/s, on/off {:.2}",
+        service / flat
     );
+    let (eos, m) = service_rate(&broker, &input, records.len(), Mode::ExactlyOnce);
+    let committed = m
+        .transactions
+        .lock()
+        .unwrap()
+        .get("committed")
+        .copied()
+        .unwrap_or(0);
+    println!(
+        "throughput: exactly-once {eos:.0} records/s ({committed} transactions committed), at-least-once {service:.0} records/s, exactly-once/at-least-once {:.2}",
+        eos / service
+    );
+
+    let rates = std::env::var("SERVICE_BENCH_RATES").unwrap_or_else(|_| "1000,10000,50000".into());
+    for rate in rates
+        .split(',')
+        .filter_map(|r| r.trim().parse::<usize>().ok())
+    {
+        let m = latency_under_load(&broker, rate, seconds);
+        let (q, count) = m.latency_quantiles();
+        let at = |i: usize| q[i].1 * 1000.0;
+        let consumed: u64 = m.records_in.lock().unwrap().values().sum();
+        println!(
+            "latency at {rate} records/s for {seconds}s ({consumed} records consumed), record ingest -> alert acknowledged: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms ({count} alerts)",
+            at(0),
+            at(1),
+            at(2)
+        );
+    }
 }

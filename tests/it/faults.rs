@@ -1,7 +1,8 @@
-//! Faults against a real broker (Tansu) and the real binary: `kill -9` at random points and
+//! Faults against Apache Kafka and the real binary: `kill -9` at random points and
 //! restart, repeatedly; the alerts topic must end up with exactly the detections of an
 //! uninterrupted run (`replay` of the same files, which the end-to-end tests show equals an
-//! uninterrupted live run): none lost, none new. Duplicates (at-least-once) are counted.
+//! uninterrupted live run): none lost, none new. Duplicates (at-least-once) are counted; under
+//! exactly-once (kill -9 × 10, mid-transaction) a `read_committed` reader sees none.
 
 use crate::broker::Broker;
 use crate::scale_out::{produce_spread, read_alerts, INPUT_PARTITIONS};
@@ -36,6 +37,9 @@ enum Durable {
     Changelog,
     /// A single node without the repartition step: the local snapshot file.
     SnapshotFile,
+    /// The changelog, with `processing.guarantee = "exactly_once"`: alerts, state and input
+    /// offsets are committed in one transaction.
+    Transactions,
 }
 
 #[test]
@@ -48,23 +52,39 @@ fn single_node_kill_9_and_restart_with_a_snapshot_file_loses_no_alert_and_invent
     kill_9_and_restart(Durable::SnapshotFile);
 }
 
+#[test]
+fn exactly_once_kill_9_mid_transaction_commits_each_alert_once() {
+    kill_9_and_restart(Durable::Transactions);
+}
+
 fn kill_9_and_restart(durable: Durable) {
     let broker = Broker::start();
     // A single node without the repartition step processes in arrival order, so its results
     // equal replay's (event-time order) only when that is the order of one partition.
     let partitions = match durable {
-        Durable::Changelog => INPUT_PARTITIONS,
+        Durable::Changelog | Durable::Transactions => INPUT_PARTITIONS,
         Durable::SnapshotFile => 1,
     };
-    broker.create_topics(&[("audit", partitions), ("alerts", 1), ("dlq", 1)]);
-    // The stream arrives over ~30 s while the service is killed and restarted, so every kill
-    // lands mid-stream.
+    let (audit, alerts_topic, dlq) = (
+        broker.name("audit"),
+        broker.name("alerts"),
+        broker.name("dlq"),
+    );
+    broker.create_topics(&[(&audit, partitions), (&alerts_topic, 1), (&dlq, 1)]);
+    let eos = durable == Durable::Transactions;
+    let kills: u64 = std::env::var("CW_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if eos { 10 } else { 4 });
+    // The stream arrives over the kills (each cycle ~11 s) while the service is killed and
+    // restarted, so every kill lands mid-stream.
+    let seconds = (kills as usize * 11).max(30);
     let records = records(&input_files());
     let feeder = {
-        let (addr, records) = (broker.addr.clone(), records.clone());
+        let (addr, records, audit) = (broker.addr.clone(), records.clone(), audit.clone());
         std::thread::spawn(move || {
-            for chunk in records.chunks(records.len().div_ceil(30)) {
-                produce_spread(&addr, "audit", chunk, partitions);
+            for chunk in records.chunks(records.len().div_ceil(seconds)) {
+                produce_spread(&addr, &audit, chunk, partitions);
                 std::thread::sleep(Duration::from_secs(1));
             }
         })
@@ -83,11 +103,11 @@ fn kill_9_and_restart(durable: Durable) {
     let keep_state = std::env::var_os("CW_NO_STATE").is_none();
     let snapshot = dir.path().join("state").join("cloudwarden.snap");
     let (repartition, snapshot_path) = match durable {
-        Durable::Changelog => (true, String::new()),
+        Durable::Changelog | Durable::Transactions => (true, String::new()),
         Durable::SnapshotFile if keep_state => (false, snapshot.display().to_string()),
         Durable::SnapshotFile => (false, String::new()),
     };
-    let group = if repartition { "changelog" } else { "file" };
+    let group = broker.name(if repartition { "changelog" } else { "file" });
     std::fs::write(
         &config,
         format!(
@@ -95,14 +115,14 @@ fn kill_9_and_restart(durable: Durable) {
 [kafka]
 brokers = "{}"
 group_id = "faults-{group}"
-input_topics = ["audit"]
-alerts_topic = "alerts"
-dead_letter_topic = "dlq"
+input_topics = ["{audit}"]
+alerts_topic = "{alerts_topic}"
+dead_letter_topic = "{dlq}"
+[alerts]
+format = "cloudwarden.v1"
 [kafka.consumer]
-"partition.assignment.strategy" = "range"
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
-"fetch.wait.max.ms" = "50"
 "max.partition.fetch.bytes" = "16384"
 [service]
 listen = "127.0.0.1:{port}"
@@ -118,8 +138,15 @@ changelog = {keep_state}
 replication_factor = 1
 checkpoint_interval = "300ms"
 snapshot_path = "{snapshot_path}"
+[processing]
+guarantee = "{guarantee}"
+transactional_id = "{transactional_id}"
+transaction_interval = "200ms"
+transaction_timeout = "20s"
 "#,
             broker.addr,
+            guarantee = if eos { "exactly_once" } else { "at_least_once" },
+            transactional_id = broker.name("faults-instance"),
         ),
     )
     .unwrap();
@@ -132,10 +159,6 @@ snapshot_path = "{snapshot_path}"
         seed ^= seed << 17;
         seed
     };
-    let kills: u64 = std::env::var("CW_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
     for _ in 0..kills {
         let mut child = start(&config, &log);
         let after = Duration::from_millis(3000 + next() % 2500);
@@ -147,7 +170,7 @@ snapshot_path = "{snapshot_path}"
     }
     feeder.join().unwrap();
     let mut child = start(&config, &log);
-    let alerts: Vec<Alert> = read_alerts(&broker.addr, "alerts", Duration::from_secs(15));
+    let alerts: Vec<Alert> = read_alerts(&broker.addr, &alerts_topic, Duration::from_secs(15));
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -212,11 +235,32 @@ snapshot_path = "{snapshot_path}"
             "no restart restored any state from the file: {restored:?}"
         );
     }
-    eprintln!(
-        "kill -9 × {kills}: {} distinct alerts as uninterrupted, {} duplicates delivered (at-least-once)",
-        got.len(),
-        alerts.len() - got.len()
-    );
+    if eos {
+        // read_committed (the SIEM's setting): each alert once. The aborted transactions'
+        // alerts are in the log all the same, for read_uncommitted readers.
+        assert_eq!(
+            alerts.len(),
+            got.len(),
+            "kill -9 × {kills} under exactly-once: alerts committed twice"
+        );
+        let all = crate::exactly_once_kafka::read_isolated(
+            &broker.addr,
+            &alerts_topic,
+            "read_uncommitted",
+            Duration::from_secs(3),
+        );
+        eprintln!(
+            "kill -9 × {kills} (exactly-once): {} alerts committed, once each; {} aborted alert records hidden from read_committed",
+            alerts.len(),
+            all.len() - alerts.len()
+        );
+    } else {
+        eprintln!(
+            "kill -9 × {kills}: {} distinct alerts as uninterrupted, {} duplicates delivered (at-least-once)",
+            got.len(),
+            alerts.len() - got.len()
+        );
+    }
 }
 
 #[test]
@@ -225,7 +269,7 @@ fn corrupt_and_unknown_version_changelog_entries_are_reported_and_the_service_ru
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let broker = Broker::start();
-    let c = config(&broker.addr, "corrupt");
+    let c = config(&broker, "corrupt");
     let changelog = c.state.topic_for(&c.kafka.group_id);
     broker.create_topics(&[
         (c.kafka.input_topics[0].as_str(), INPUT_PARTITIONS),

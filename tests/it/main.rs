@@ -3,13 +3,21 @@
 mod alert_schema;
 #[cfg(feature = "kafka")]
 mod broker;
+#[cfg(feature = "kafka")]
+mod broker_faults;
 mod catalog_coverage;
 mod deploy;
 #[cfg(feature = "kafka")]
+mod e2e;
+#[cfg(feature = "kafka")]
 mod exactly_once;
+#[cfg(feature = "kafka")]
+mod exactly_once_kafka;
 #[cfg(feature = "kafka")]
 mod faults;
 mod golden;
+#[cfg(feature = "kafka")]
+mod handover;
 mod invictus;
 #[cfg(feature = "kafka")]
 mod kafka_mock;
@@ -22,7 +30,5 @@ mod scale_out;
 mod schema;
 mod state;
 mod stratus;
-#[cfg(feature = "kafka")]
-mod tansu;
 mod util;
 mod window_props;

@@ -1,11 +1,10 @@
-//! End to end against a real broker process (Tansu, an Apache-Kafka-compatible broker, with
-//! in-memory storage): produce the Stratus detonation logs and the invictus-ir stream into an
+//! End to end against Apache Kafka (a KRaft node of the test's own, or `KAFKA_BOOTSTRAP`): produce the Stratus detonation logs and the invictus-ir stream into an
 //! input topic, run `cloudwarden run` (the binary), read the alerts topic as a SIEM subscriber
 //! would, and check the alerts equal what `replay` gives on the same files. Malformed records land
 //! in the dead-letter topic with reasons, and the stream goes on.
 //!
-//! Tansu is installed into `.tools/` by `make tansu` (and `make test`); `TANSU_BIN` overrides the
-//! path. Without it these tests fail with that instruction: they are never skipped silently.
+//! The broker is installed into `.tools/` by `tests/kafka/broker.sh install` (and `make test`).
+//! Without it these tests fail with that instruction: they are never skipped silently.
 
 use crate::broker::Broker;
 use crate::util::{fixture, lines, stratus_files};
@@ -90,7 +89,12 @@ fn dead_letter_reasons(brokers: &str, topic: &str, want: usize) -> Vec<String> {
 #[test]
 fn service_on_a_real_broker_gives_the_alerts_replay_gives() {
     let broker = Broker::start();
-    broker.create_topics(&[("audit", 3), ("alerts", 1), ("dead-letters", 1)]);
+    let (audit, alerts_topic, dead_letters) = (
+        broker.name("audit"),
+        broker.name("alerts"),
+        broker.name("dead-letters"),
+    );
+    broker.create_topics(&[(&audit, 3), (&alerts_topic, 1), (&dead_letters, 1)]);
 
     // The pipeline: all Stratus records in time order under one key, the invictus stream under
     // another (so each principal's events stay in order within a partition), and junk.
@@ -118,7 +122,7 @@ fn service_on_a_real_broker_gives_the_alerts_replay_gives() {
         .create()
         .unwrap();
     let send = |key: &str, payload: &[u8]| {
-        let mut r = BaseRecord::to("audit").key(key).payload(payload);
+        let mut r = BaseRecord::to(&audit).key(key).payload(payload);
         loop {
             match producer.send(r) {
                 Ok(()) => break,
@@ -157,13 +161,14 @@ fn service_on_a_real_broker_gives_the_alerts_replay_gives() {
             r#"
 [kafka]
 brokers = "{}"
-group_id = "cloudwarden-e2e"
-input_topics = ["audit"]
-alerts_topic = "alerts"
-dead_letter_topic = "dead-letters"
+group_id = "{group}"
+input_topics = ["{audit}"]
+alerts_topic = "{alerts_topic}"
+dead_letter_topic = "{dead_letters}"
+[alerts]
+format = "cloudwarden.v1"
 [kafka.consumer]
 "session.timeout.ms" = "10000"
-"fetch.wait.max.ms" = "50"
 [service]
 listen = "127.0.0.1:{metrics_port}"
 commit_interval = "200ms"
@@ -173,7 +178,8 @@ partition_idle_timeout = "2s"
 replication_factor = 1
 marker_interval = "100ms"
 "#,
-            broker.addr
+            broker.addr,
+            group = broker.name("cloudwarden-e2e"),
         ),
     )
     .unwrap();
@@ -206,7 +212,11 @@ marker_interval = "100ms"
     let deadline = Instant::now() + Duration::from_secs(120);
     let consumed = |text: &str| -> u64 {
         text.lines()
-            .filter(|l| l.starts_with("cloudwarden_records_in_total{topic=\"audit\"}"))
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "cloudwarden_records_in_total{{topic=\"{audit}\"}}"
+                ))
+            })
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum()
     };
@@ -240,7 +250,7 @@ marker_interval = "100ms"
 
     let alerts = read_alerts(
         &broker.addr,
-        "alerts",
+        &alerts_topic,
         Duration::from_secs(10),
         Duration::from_secs(90),
     );
@@ -281,7 +291,7 @@ marker_interval = "100ms"
     );
 
     assert_eq!(
-        dead_letter_reasons(&broker.addr, "dead-letters", 3),
+        dead_letter_reasons(&broker.addr, &dead_letters, 3),
         ["invalid_utf8", "not_json", "unknown_shape"]
     );
 }
