@@ -1,6 +1,7 @@
-//! Detectors: one file each, each owning its config section, listed once in the registry
-//! (the `registry!` invocation below), which generates [`AnyDetector`] (the compiler keeps it exhaustive), the
-//! dispatch, [`DETECTOR_NAMES`], the build arms and the `[detectors.*]` config table.
+//! Detectors: one file each, each owning its config section, listed once in the registry (the
+//! `registry!` invocation below), which generates [`AnyDetector`] (the compiler keeps it
+//! exhaustive), the dispatch, [`DETECTOR_NAMES`], the build arms and the `[detectors.*]` config
+//! table.
 //!
 //! A detector sees every event with its catalog matches ([`EventCtx`]) and reacts to the
 //! behaviours it cares about; stateful detectors also get [`Detector::on_watermark`] when event

@@ -37,7 +37,10 @@ pub trait PerEventSection: Section {
 /// detector's own default severity (a section the user writes keeps the severity default of its
 /// detector, which one shared struct could not do), and its [`PerEvent`] type.
 macro_rules! per_event_config {
-    ($(#[$meta:meta])* $detector:ident: $name:ident, $behaviour:expr, $severity:expr, $title:expr) => {
+    (
+        $(#[$meta:meta])*
+        $detector:ident: $name:ident, $behaviour:expr, $severity:expr, $title:expr
+    ) => {
         detector_config! {
             $(#[$meta])*
             pub struct $name {
