@@ -208,17 +208,17 @@ mod tests {
     }
 
     #[test]
-    fn serde_names_are_snake_case() {
+    fn serde_names_are_the_config_values() {
         for (f, name) in [
             (AlertFormat::Ocsf, "\"ocsf\""),
-            (AlertFormat::Json, "\"json\""),
+            (AlertFormat::Json, "\"cloudwarden.v1\""),
             (AlertFormat::Text, "\"text\""),
         ] {
             assert_eq!(serde_json::to_string(&f).unwrap(), name);
             assert_eq!(serde_json::from_str::<AlertFormat>(name).unwrap(), f);
         }
         assert_eq!(
-            serde_json::from_str::<AlertFormat>("\"cloudwarden.v1\"").unwrap(),
+            serde_json::from_str::<AlertFormat>("\"json\"").unwrap(),
             AlertFormat::Json
         );
         assert!(serde_json::from_str::<AlertFormat>("\"alert.v1\"").is_err());

@@ -141,7 +141,15 @@ impl Service {
             Pipeline::Repartitioned(topology)
         } else {
             if crate::topology::router::Router::new(&config).uses(crate::detect::Route::Scope) {
-                tracing::warn!("repartition is off: each instance sees only its own input partitions, so per-scope detectors (log_disable, log_source_silence, quota_change) are only right with one instance");
+                let scope_keyed = crate::detect::scope_keyed();
+                let names: Vec<&str> = (0..crate::detect::DETECTOR_NAMES.len())
+                    .filter(|i| scope_keyed.has(*i))
+                    .map(|i| crate::detect::DETECTOR_NAMES[i])
+                    .collect();
+                tracing::warn!(
+                    detectors = %names.join(", "),
+                    "repartition is off: each instance sees only its own input partitions, so the per-scope detectors are only right with one instance"
+                );
             }
             Pipeline::InProcess(Engine::new(&config)?.with_external_watermark())
         };

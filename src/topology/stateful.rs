@@ -10,7 +10,7 @@
 use crate::alert::suppress::Suppressor;
 use crate::alert::{Alert, AlertStatus};
 use crate::catalog::{Catalog, Matches};
-use crate::config::{ms, Config, ConfigError, Valid};
+use crate::config::{ms, Config, Valid};
 use crate::detect::{self, AnyDetector, Beat, DetectorSet, DetectorStats, EventCtx, RegionSeen};
 use crate::event::CloudEvent;
 use crate::state::{self, Entry, StateError};
@@ -43,13 +43,6 @@ impl Stateful {
     /// The stateful stage of a checked config, with its compiled catalog.
     pub fn from_valid(config: &Valid) -> Stateful {
         Stateful::build(config, config.catalog().clone())
-    }
-
-    /// The stateful stage of `config` (taken as checked) with `catalog` (compiled from it).
-    /// Kept for the Kafka layer, which builds one per repartition partition; prefer
-    /// [`Stateful::from_valid`].
-    pub fn new(config: &Config, catalog: Arc<Catalog>) -> Result<Stateful, ConfigError> {
-        Ok(Stateful::build(config, catalog))
     }
 
     fn build(config: &Config, catalog: Arc<Catalog>) -> Stateful {

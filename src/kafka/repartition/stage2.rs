@@ -80,13 +80,7 @@ impl Topology {
         metrics: &Metrics,
     ) -> u32 {
         if !self.parts.contains_key(&tp.partition) {
-            let mut stateful = match Stateful::new(&self.config, self.catalog.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "stage 2 state");
-                    return 0;
-                }
-            };
+            let mut stateful = Stateful::from_valid(&self.config);
             let mut restored = None;
             if let Some(changelog) = &self.changelog {
                 stateful.track_changes();
