@@ -75,10 +75,12 @@ impl Supervised {
         }
     }
 
-    /// Stops it; the errors it was restarted after, or `None` if it did not stop within 60 s.
+    /// Stops it; the errors it was restarted after, or `None` if it did not stop within 120 s
+    /// (an exactly-once shutdown commits its last transaction, with up to
+    /// `processing.transaction_timeout`, 60 s, per call, then drains and leaves the group).
     fn stop(self) -> Option<Vec<String>> {
         self.stop.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !self.handle.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -213,8 +215,12 @@ fn killing_partition_leaders_loses_nothing_and_exactly_once_doubles_nothing() {
         let e = s.spawn(|| e.stop());
         (a.join().unwrap(), e.join().unwrap())
     });
-    let (Some(a_errors), Some(e_errors)) = (a_errors, e_errors) else {
-        panic!("a service did not stop within 60 s");
+    let (Some(a_errors), Some(e_errors)) = (a_errors.clone(), e_errors.clone()) else {
+        panic!(
+            "a service did not stop within 120 s: at-least-once stopped {}, exactly-once stopped {}",
+            a_errors.is_some(),
+            e_errors.is_some()
+        );
     };
     for (name, alerts) in [
         ("at-least-once", &alo_alerts),
