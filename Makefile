@@ -19,8 +19,12 @@ demo:
 ## Every test: unit, property, golden, public datasets, schemas, CLI, Kafka (librdkafka's mock
 ## cluster, and Apache Kafka: the tests start their own KRaft nodes from .tools/kafka, installed
 ## from Maven Central on first use). KAFKA_BOOTSTRAP=host:port runs them on a running broker.
+## The Apache Kafka tests run second, on their own: their JVMs would otherwise share the 2 cores
+## with the in-process (mock cluster) tests, whose timings they upset.
+KAFKA_TESTS := broker_faults:: e2e:: exactly_once_kafka:: faults:: handover:: scale_out::
 test: kafka
-	KAFKA_LIBS=$(KAFKA_LIBS) $(CARGO) test --quiet
+	$(CARGO) test --quiet -- $(addprefix --skip ,$(KAFKA_TESTS))
+	KAFKA_LIBS=$(KAFKA_LIBS) $(CARGO) test --quiet --test it -- $(KAFKA_TESTS)
 	$(CARGO) run --quiet -- check-config deploy/cloudwarden.toml
 
 ## Benchmarks (criterion, and the service benchmarks against Apache Kafka started by the bench).

@@ -86,6 +86,16 @@ fn dead_letter_reasons(brokers: &str, topic: &str, want: usize) -> Vec<String> {
     reasons
 }
 
+/// The service process, killed if the test fails before stopping it (no process outlives it).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn service_on_a_real_broker_gives_the_alerts_replay_gives() {
     let broker = Broker::start();
@@ -183,18 +193,20 @@ marker_interval = "100ms"
         ),
     )
     .unwrap();
-    let mut service = Command::new(env!("CARGO_BIN_EXE_cloudwarden"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            config_path.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut service = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_cloudwarden"))
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--config",
+                config_path.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let metrics_url = format!("127.0.0.1:{metrics_port}");
     let scrape = |path: &str| -> Option<String> {
         use std::io::Write;
@@ -256,9 +268,9 @@ marker_interval = "100ms"
     );
     // SIGTERM: graceful shutdown, exit 0.
     let _ = Command::new("kill")
-        .args(["-TERM", &service.id().to_string()])
+        .args(["-TERM", &service.0.id().to_string()])
         .status();
-    let status = service.wait().unwrap();
+    let status = service.0.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0: {status}");
 
     for (a, key) in &alerts {
