@@ -80,7 +80,7 @@ enum Command {
         /// Print alerts as NDJSON instead of one line each.
         #[arg(long)]
         json: bool,
-        /// Use this broker instead of the embedded one (e.g. the local Tansu: `make demo-broker`).
+        /// Use this broker instead of the embedded one (e.g. the local Apache Kafka: `make demo-broker`).
         #[arg(long)]
         brokers: Option<String>,
         /// Skip Kafka: run the same stream straight through the engine.

@@ -195,7 +195,7 @@ pub(super) fn restore_part(
                 if quiet < Duration::from_millis(300) {
                     continue;
                 }
-                // A pause: the end offset read at the start may be stale (Tansu answers old
+                // A pause: the end offset read at the start may be stale (a broker can answer old
                 // ones under load), so ask again before calling this the end: stopping early
                 // would restore part of the state.
                 if let Ok((_, h)) =
