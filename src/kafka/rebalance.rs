@@ -78,6 +78,12 @@ impl ConsumerCtx {
         lock(&self.assigned).clone()
     }
 
+    /// `f` over the assigned partitions, without copying them (the in-process watermark reads
+    /// them for every record).
+    pub fn with_assigned<R>(&self, f: impl FnOnce(&[(TopicPartition, Instant)]) -> R) -> R {
+        f(&lock(&self.assigned))
+    }
+
     pub fn assigned_count(&self) -> usize {
         lock(&self.assigned).len()
     }

@@ -555,15 +555,16 @@ impl Processor {
         };
         let now = Instant::now();
         let idle_after = self.config.service.partition_idle_timeout;
-        let assigned = ctx.assigned();
         let clocks = &self.clocks;
-        let bound = combine(
-            assigned
-                .iter()
-                .map(|(tp, at)| (tp, *at))
-                .chain(current.map(|tp| (tp.as_ref(), now)))
-                .map(|(tp, at)| clocks.input_time(tp, at, idle_after, now)),
-        );
+        let bound = ctx.with_assigned(|assigned| {
+            combine(
+                assigned
+                    .iter()
+                    .map(|(tp, at)| (tp, *at))
+                    .chain(current.map(|tp| (tp.as_ref(), now)))
+                    .map(|(tp, at)| clocks.input_time(tp, at, idle_after, now)),
+            )
+        });
         if bound > i64::MIN {
             let wm = bound.saturating_sub(engine.allowed_lateness_ms());
             if wm > engine.watermark() {
