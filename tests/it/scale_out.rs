@@ -17,7 +17,6 @@ use cloudwarden::replay::replay_files;
 use cloudwarden::telemetry::Metrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
@@ -144,30 +143,10 @@ pub(crate) fn wait_stable(instances: &[&Instance]) {
     }
 }
 
-/// Every alert in the alerts topic, until nothing new arrives for `quiet`.
+/// Every alert in the alerts topic as a `read_committed` SIEM reads it, until nothing new
+/// arrives for `quiet`.
 pub(crate) fn read_alerts(brokers: &str, topic: &str, quiet: Duration) -> Vec<Alert> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "siem")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    drop(tpl);
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while last.elapsed() < quiet && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            last = Instant::now();
-            out.push(serde_json::from_slice(m.payload().unwrap()).expect("alert.v1"));
-        }
-    }
-    out
+    crate::exactly_once_kafka::read_isolated(brokers, topic, "read_committed", quiet)
 }
 
 /// What makes two detections the same: detector, key, window, counts (and so the id).
