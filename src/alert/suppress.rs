@@ -94,11 +94,6 @@ impl Suppressor {
         self.suppressed_total
     }
 
-    /// Suppressed alerts not yet rolled into an emitted alert, per key.
-    pub fn pending_total(&self) -> u64 {
-        self.keys.iter().map(|(_, _, s)| s.pending).sum()
-    }
-
     pub fn keys(&self) -> usize {
         self.keys.len()
     }

@@ -93,11 +93,6 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Whether the thread has ended (stopped, or failed).
-    pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
-    }
-
     /// Waits for the thread to end.
     pub fn join(self) -> Result<(), ServiceError> {
         self.thread.join().unwrap_or(Err(ServiceError::Panicked))
