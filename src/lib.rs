@@ -16,6 +16,8 @@
 //!   and the live service.
 //! - [`state`]: the durable state entry codec, and [`state::snapshot`], the local snapshot file.
 //! - [`config`]: the deploy config (TOML), its defaults and validation.
+//! - [`sigma`]: detection teams' own Sigma rules: loading, field mapping, matching (stage 1) and
+//!   correlation (stage 2).
 //! - [`replay`]: file inputs and the event-time merge for hunting over old logs.
 //! - [`demo`]: the generated demo stream (benign traffic with attacks).
 //! - [`telemetry`]: metric names, latency histograms, `/metrics`, `/health`, `/ready`.
@@ -52,6 +54,7 @@ pub mod engine;
 pub mod event;
 pub mod kafka;
 pub mod replay;
+pub mod sigma;
 pub mod state;
 pub mod telemetry;
 pub mod topology;

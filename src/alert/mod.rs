@@ -178,6 +178,9 @@ pub struct Alert {
     pub dedup_key: String,
     /// Alerts for this (detector, key) suppressed since the last one emitted.
     pub suppressed_count: u64,
+    /// The Sigma rule that raised it (detectors `sigma` and `sigma_correlation` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<crate::sigma::meta::RuleRef>,
 }
 
 /// What a detector provides; the rest is derived.
@@ -233,6 +236,7 @@ impl Alert {
             evidence: d.evidence,
             dedup_key: d.dedup_key,
             suppressed_count: 0,
+            sigma: None,
         }
     }
 }

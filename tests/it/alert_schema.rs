@@ -46,7 +46,7 @@ fn full_alert() -> Alert {
     let mut details = serde_json::Map::new();
     details.insert("request".into(), json!({"trail_name": "trail-a"}));
     details.insert("status".into(), json!("success"));
-    Alert::new(AlertDraft {
+    let mut alert = Alert::new(AlertDraft {
         detector: "log_source_silence",
         title: "Log source silent: aws/143434273843/cloudtrail".to_owned(),
         severity: Severity::Critical,
@@ -76,7 +76,16 @@ fn full_alert() -> Alert {
         },
         dedup_key: "aws/143434273843/cloudtrail".to_owned(),
         instance: "1722430000000".to_owned(),
-    })
+    });
+    alert.sigma = Some(cloudwarden::sigma::meta::RuleRef {
+        id: "4db60cc0-36fb-4c7f-8d5e-2b4ca7f27b1a".to_owned(),
+        title: "AWS CloudTrail Important Change".to_owned(),
+        level: "medium".to_owned(),
+        kind: "detection".to_owned(),
+        author: Some("vitaliy0x1".to_owned()),
+        matched: vec![("eventName".to_owned(), "StopLogging".to_owned())],
+    });
+    alert
 }
 
 /// An alert with every optional field left out.
@@ -242,7 +251,9 @@ fn schema_matches_struct() {
     assert_eq!(set(&technique["required"]), keys(&technique["properties"]));
 
     // Enums.
-    assert_eq!(strings(&props["detector"]["enum"]), DETECTOR_NAMES);
+    let mut detectors: Vec<&str> = DETECTOR_NAMES.to_vec();
+    detectors.extend(["sigma", "sigma_correlation"]);
+    assert_eq!(strings(&props["detector"]["enum"]), detectors);
     let severities: Vec<String> = SEVERITIES.iter().map(name).collect();
     assert_eq!(strings(&props["severity"]["enum"]), severities);
     for s in SEVERITIES {
