@@ -351,6 +351,13 @@ pub struct ProcessingConfig {
     /// at most the broker's `transaction.max.timeout.ms`, 15 min by default).
     #[serde(with = "humantime_serde")]
     pub transaction_timeout: Duration,
+    /// Exactly-once: the longest one transactional call (send offsets, commit, abort) may take,
+    /// retries of retriable errors included; past it the transaction is aborted and the instance
+    /// rewinds. A call librdkafka has not returned from 5 s after this (its transaction manager
+    /// can wait for a coordinator with no bound of its own) means the producer is stuck: the
+    /// service stops with an error, and a restart fences the stuck producer.
+    #[serde(with = "humantime_serde")]
+    pub transaction_call_timeout: Duration,
 }
 
 impl Default for ProcessingConfig {
@@ -360,6 +367,7 @@ impl Default for ProcessingConfig {
             transaction_interval: Duration::from_millis(500),
             transactional_id: String::new(),
             transaction_timeout: Duration::from_secs(60),
+            transaction_call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -395,6 +403,14 @@ impl ProcessingConfig {
         let err = |k: &str, m: &str| Err((format!("processing.{k}"), m.to_owned()));
         if self.transaction_timeout < Duration::from_secs(1) {
             return err("transaction_timeout", "must be at least 1s");
+        }
+        if self.transaction_call_timeout < Duration::from_secs(1)
+            || self.transaction_call_timeout > self.transaction_timeout
+        {
+            return err(
+                "transaction_call_timeout",
+                "must be at least 1s and at most processing.transaction_timeout",
+            );
         }
         if self.transaction_interval < Duration::from_millis(10)
             || self.transaction_interval * 2 > self.transaction_timeout

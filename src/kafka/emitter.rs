@@ -55,6 +55,9 @@ pub struct Transaction {
     pub dirty: AtomicBool,
     /// The open transaction was aborted on revocation: drop state and read again.
     pub rewind: AtomicBool,
+    /// A transactional call did not return within its bound ([`bounded_txn_call`]): the
+    /// producer is unusable and the service must stop.
+    pub stuck: AtomicBool,
 }
 
 /// What the delivery callback needs.
@@ -411,22 +414,93 @@ impl Emitter {
     }
 }
 
-/// Aborts the open transaction. librdkafka waits for the outstanding messages' delivery reports,
-/// which a `BaseProducer` only serves when polled: poll between attempts.
+/// How long past its own timeout a transactional call may take to return before the producer is
+/// taken for stuck.
+pub const STUCK_GRACE: Duration = Duration::from_secs(5);
+
+/// The producer did not return from a transactional call within its bound.
+#[derive(Debug)]
+pub struct Stuck(pub String);
+
+impl std::fmt::Display for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Runs the transactional call `f` on a helper thread and waits at most `timeout` +
+/// [`STUCK_GRACE`] for it, serving the producer's delivery reports meanwhile (librdkafka's commit
+/// and abort wait for them, and a `BaseProducer` serves them only when polled).
+///
+/// librdkafka's transactional calls wait for the transaction manager's answer with no bound of
+/// their own (`rd_kafka_txn_op_req1(…, RD_POLL_INFINITE)`); the timeout they are given is
+/// enforced by the manager, and some paths never answer (seen after a coordinator's node was
+/// killed). A call still running past the bound is left behind on its thread (it holds its own
+/// handle on the producer) and [`Transaction::stuck`] is set: the caller must stop the service.
+pub fn bounded_txn_call<T: Send + 'static>(
+    producer: &Arc<BaseProducer<ProducerCtx>>,
+    txn: &Transaction,
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce(&BaseProducer<ProducerCtx>) -> KafkaResult<T> + Send + 'static,
+) -> Result<KafkaResult<T>, Stuck> {
+    if txn.stuck.load(Ordering::Relaxed) {
+        return Err(Stuck(format!(
+            "{what} not attempted: an earlier transactional call is stuck in librdkafka"
+        )));
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let p = producer.clone();
+    let spawned = std::thread::Builder::new()
+        .name("cw-txn-call".into())
+        .spawn(move || {
+            let _ = tx.send(f(&p));
+        });
+    if let Err(e) = spawned {
+        return Err(Stuck(format!("{what}: cannot start its thread: {e}")));
+    }
+    let deadline = Instant::now() + timeout + STUCK_GRACE;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(result) => return Ok(result),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Stuck(format!("{what}: its thread panicked")));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= deadline {
+            txn.stuck.store(true, Ordering::Relaxed);
+            tracing::error!(call = what, "transactional call stuck in librdkafka");
+            return Err(Stuck(format!(
+                "{what} did not return within {} s (its timeout + {} s): the producer is stuck in librdkafka",
+                (timeout + STUCK_GRACE).as_secs(),
+                STUCK_GRACE.as_secs()
+            )));
+        }
+        producer.poll(Duration::ZERO);
+    }
+}
+
+/// Aborts the open transaction, retrying retriable errors until `timeout`, each attempt bounded
+/// by [`bounded_txn_call`].
 pub fn abort_transaction(
-    producer: &BaseProducer<ProducerCtx>,
+    producer: &Arc<BaseProducer<ProducerCtx>>,
     txn: &Transaction,
     timeout: Duration,
-) -> KafkaResult<()> {
+) -> Result<KafkaResult<()>, Stuck> {
     txn.seq.fetch_add(1, Ordering::Relaxed);
     let deadline = Instant::now() + timeout;
     loop {
-        producer.poll(Duration::ZERO);
-        match producer.abort_transaction(Timeout::After(Duration::from_millis(500))) {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(500));
+        match bounded_txn_call(producer, txn, "abort_transaction", left, move |p| {
+            p.abort_transaction(Timeout::After(left))
+        })? {
             Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
                 producer.poll(Duration::from_millis(100));
             }
-            other => return other,
+            other => return Ok(other),
         }
     }
 }

@@ -148,14 +148,16 @@ impl ConsumerContext for ConsumerCtx {
             OnRevoke::AbortTransaction { txn, timeout } => {
                 if txn.dirty.swap(false, Ordering::Relaxed) {
                     match abort_transaction(&self.producer, txn, *timeout) {
-                        Ok(()) => {
+                        Ok(Ok(())) => {
                             Metrics::add(&self.metrics.transactions, "aborted", 1);
                             txn.rewind.store(true, Ordering::Relaxed);
                         }
-                        Err(e) => {
+                        Ok(Err(e)) => {
                             tracing::error!(error = %e, "aborting the transaction on revocation");
                             txn.failed.store(true, Ordering::Relaxed);
                         }
+                        // `txn.stuck` is set: the processing loop stops the service.
+                        Err(e) => tracing::error!(error = %e, "aborting the transaction on revocation"),
                     }
                 }
                 self.forget(revoked);

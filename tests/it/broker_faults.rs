@@ -143,13 +143,11 @@ fn killing_partition_leaders_loses_no_alert() {
     leader_kills(Guarantee::AtLeastOnce);
 }
 
-/// Exactly-once under the same leader kills: nothing lost and nothing committed twice. Ignored in
-/// `make test`: in about half the runs the exactly-once service blocks inside librdkafka's
-/// `send_offsets_to_transaction` after a coordinator's node is killed (no time limit there,
-/// whatever `transaction_timeout` says) and commits nothing more; see README, Exactly-once,
-/// known issue. Run it with `cargo test --test it -- --ignored broker_faults`.
+/// Exactly-once under the same leader kills: nothing lost and nothing committed twice. Every
+/// transactional call is bounded by `processing.transaction_call_timeout`: a call librdkafka does
+/// not return from stops the instance, and its supervisor starts it again (fencing the stuck
+/// producer).
 #[test]
-#[ignore = "known issue: exactly-once can block in send_offsets_to_transaction after a leader kill"]
 fn killing_partition_leaders_under_exactly_once_loses_and_doubles_nothing() {
     leader_kills(Guarantee::ExactlyOnce);
 }

@@ -105,7 +105,7 @@ impl Guarantee {
         match txn {
             Some(txn) => OnRevoke::AbortTransaction {
                 txn: txn.clone(),
-                timeout: config.processing.transaction_timeout,
+                timeout: config.processing.transaction_call_timeout,
             },
             None if !config.repartition.enabled && !config.state.snapshot_path.is_empty() => {
                 OnRevoke::KeepOffsets
@@ -140,6 +140,7 @@ impl Guarantee {
     /// or was aborted on revocation.
     pub fn check(&mut self, parts: Parts<'_>) -> Result<Flow, ServiceError> {
         match self {
+            Guarantee::ExactlyOnce(t) if t.stuck() => Err(t.stuck_error()),
             Guarantee::ExactlyOnce(t) if t.must_rewind() => {
                 t.abort_and_rewind(parts, "a message of the transaction was not delivered")?;
                 Ok(Flow::Rewound)

@@ -13,13 +13,15 @@
 
 use super::{offset_list, Parts};
 use crate::config::Config;
-use crate::kafka::emitter::{abort_transaction, Emitter, Transaction};
+use crate::kafka::emitter::{
+    abort_transaction, bounded_txn_call, Emitter, ProducerCtx, Stuck, Transaction,
+};
 use crate::kafka::error::ServiceError;
 use crate::kafka::offsets::TopicPartition;
 use crate::telemetry::Metrics;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::Producer;
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::Offset;
 use std::sync::atomic::Ordering;
@@ -70,6 +72,18 @@ impl Transactions {
         self.txn.rewind.load(Ordering::Relaxed) || self.txn.failed.load(Ordering::Relaxed)
     }
 
+    /// A transactional call is stuck in librdkafka: the service must stop.
+    pub(super) fn stuck(&self) -> bool {
+        self.txn.stuck.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn stuck_error(&self) -> ServiceError {
+        ServiceError::Transaction(
+            "a transactional call is stuck in librdkafka (see processing.transaction_call_timeout)"
+                .into(),
+        )
+    }
+
     pub(super) fn commit_if_due(&mut self, parts: Parts<'_>) -> Result<(), ServiceError> {
         if self.last_txn.elapsed() >= parts.config.processing.transaction_interval {
             self.commit(parts)
@@ -94,31 +108,42 @@ impl Transactions {
                 return Ok(());
             }
         }
+        let call = parts.config.processing.transaction_call_timeout;
         let producer = parts.em.producer().clone();
         // Every message of the transaction acknowledged (or failed), so the offsets are final.
-        let _ = producer.flush(timeout);
+        let _ = producer.flush(call.min(timeout));
         if self.txn.failed.load(Ordering::Relaxed) {
             return self.abort_and_rewind(parts, "a message of the transaction was not delivered");
         }
         let ready = parts.em.offsets().ready();
-        let deadline = Instant::now() + timeout;
         if !ready.is_empty() {
-            let tpl = offset_list(&ready);
             let Some(group) = parts.consumer.group_metadata() else {
                 return Err(ServiceError::Transaction(
                     "no consumer group metadata".into(),
                 ));
             };
-            let sent = txn_call(deadline, || {
-                producer.send_offsets_to_transaction(&tpl, &group, Timeout::After(timeout))
-            });
+            let args = Arc::new((offset_list(&ready), group));
+            let sent = txn_call(
+                &producer,
+                &self.txn,
+                "send_offsets_to_transaction",
+                call,
+                move |p, left| p.send_offsets_to_transaction(&args.0, &args.1, Timeout::After(left)),
+            )
+            .map_err(stuck)?;
             if let Err(e) = sent {
                 return self.txn_error(parts, "sending offsets to the transaction", e);
             }
         }
-        match txn_call(deadline, || {
-            producer.commit_transaction(Timeout::After(timeout))
-        }) {
+        let committed = txn_call(
+            &producer,
+            &self.txn,
+            "commit_transaction",
+            call,
+            |p, left| p.commit_transaction(Timeout::After(left)),
+        )
+        .map_err(stuck)?;
+        match committed {
             Ok(()) => {
                 Metrics::add(&parts.metrics.transactions, "committed", 1);
                 self.txn.dirty.store(false, Ordering::Relaxed);
@@ -172,11 +197,12 @@ impl Transactions {
                 "{MAX_REWINDS_IN_A_ROW} rewinds in a row without a commit; last: {why}"
             )));
         }
-        let timeout = parts.config.processing.transaction_timeout;
+        let call = parts.config.processing.transaction_call_timeout;
         let producer = parts.em.producer().clone();
         if !self.txn.rewind.swap(false, Ordering::Relaxed) {
             tracing::warn!(reason = why, "exactly-once: aborting the transaction");
-            abort_transaction(&producer, &self.txn, timeout)
+            abort_transaction(&producer, &self.txn, call)
+                .map_err(stuck)?
                 .map_err(|e| ServiceError::Transaction(format!("aborting ({why}): {e}")))?;
             Metrics::add(&parts.metrics.transactions, "aborted", 1);
         }
@@ -223,15 +249,34 @@ impl Transactions {
     }
 }
 
-/// Runs a transactional call, retrying what librdkafka calls retriable until `deadline`.
-fn txn_call(deadline: Instant, mut f: impl FnMut() -> KafkaResult<()>) -> KafkaResult<()> {
+/// A transactional call that did not return: the service stops (a restart fences the producer).
+fn stuck(e: Stuck) -> ServiceError {
+    ServiceError::Transaction(e.to_string())
+}
+
+/// Runs a transactional call, retrying what librdkafka calls retriable, all within `limit`;
+/// each attempt gets what is left of it (`f`'s second argument) and runs under
+/// [`bounded_txn_call`].
+fn txn_call(
+    producer: &Arc<BaseProducer<ProducerCtx>>,
+    txn: &Transaction,
+    what: &str,
+    limit: Duration,
+    f: impl Fn(&BaseProducer<ProducerCtx>, Duration) -> KafkaResult<()> + Send + Sync + 'static,
+) -> Result<KafkaResult<()>, Stuck> {
+    let f = Arc::new(f);
+    let deadline = Instant::now() + limit;
     loop {
-        match f() {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let attempt = f.clone();
+        match bounded_txn_call(producer, txn, what, left, move |p| attempt(p, left))? {
             Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
-                tracing::debug!(error = %e, "transaction call retried");
+                tracing::debug!(error = %e, call = what, "transaction call retried");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            other => return other,
+            other => return Ok(other),
         }
     }
 }
