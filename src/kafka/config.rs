@@ -614,4 +614,17 @@ mod tests {
         let missing = f.sasl_password().unwrap_err();
         assert!(missing.contains("kafka.sasl.password_file"), "{missing}");
     }
+
+    #[test]
+    fn transaction_call_timeout_is_bounded_by_the_transaction_timeout() {
+        let (r, st) = (RepartitionConfig::default(), StateConfig::default());
+        let mut p = ProcessingConfig::default();
+        assert!(p.validate(&r, &st).is_ok());
+        p.transaction_call_timeout = Duration::from_millis(500);
+        let key = p.validate(&r, &st).unwrap_err().0;
+        assert_eq!(key, "processing.transaction_call_timeout");
+        p.transaction_call_timeout = p.transaction_timeout + Duration::from_secs(1);
+        let key = p.validate(&r, &st).unwrap_err().0;
+        assert_eq!(key, "processing.transaction_call_timeout");
+    }
 }

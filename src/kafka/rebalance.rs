@@ -10,12 +10,12 @@
 //! they are queued for the processing loop ([`ConsumerCtx::take_revoked`]), which drops their
 //! stage-2 state. Nothing here blocks beyond the drain and the abort.
 
-use super::emitter::{abort_transaction, ProducerCtx, Transaction};
+use super::emitter::{abort_transaction, flush, ProducerCtx, Transaction};
 use super::offsets::{Offsets, Revoked, TopicPartition};
 use crate::telemetry::Metrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::BaseProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,7 +169,7 @@ impl ConsumerContext for ConsumerCtx {
                 // Finish what is in flight for the revoked partitions: their alerts are
                 // acknowledged (or time out), then their safe offsets are stored and committed
                 // before we return.
-                if let Err(e) = self.producer.flush(*drain_timeout) {
+                if let Err(e) = flush(&self.producer, *drain_timeout) {
                     tracing::warn!(error = %e, "drain on revocation timed out; uncommitted records will be re-read by the next owner");
                 }
                 let mut store = TopicPartitionList::new();

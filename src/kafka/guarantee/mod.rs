@@ -30,7 +30,6 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::telemetry::Metrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -199,7 +198,7 @@ fn drain(em: &Emitter, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         em.resend_failed();
-        let _ = em.producer().flush(Duration::from_millis(200));
+        let _ = super::emitter::flush(em.producer(), Duration::from_millis(200));
         let pending = em.offsets().in_flight() + em.retries_pending();
         if pending == 0 || Instant::now() >= deadline {
             if pending > 0 {

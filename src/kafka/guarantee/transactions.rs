@@ -14,7 +14,7 @@
 use super::{offset_list, Parts};
 use crate::config::Config;
 use crate::kafka::emitter::{
-    abort_transaction, bounded_txn_call, Emitter, ProducerCtx, Stuck, Transaction,
+    abort_transaction, bounded_txn_call, flush, Emitter, ProducerCtx, Stuck, Transaction,
 };
 use crate::kafka::error::ServiceError;
 use crate::kafka::offsets::TopicPartition;
@@ -111,7 +111,7 @@ impl Transactions {
         let call = parts.config.processing.transaction_call_timeout;
         let producer = parts.em.producer().clone();
         // Every message of the transaction acknowledged (or failed), so the offsets are final.
-        let _ = producer.flush(call.min(timeout));
+        let _ = flush(&producer, call.min(timeout));
         if self.txn.failed.load(Ordering::Relaxed) {
             return self.abort_and_rewind(parts, "a message of the transaction was not delivered");
         }
