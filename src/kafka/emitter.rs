@@ -422,7 +422,7 @@ impl Emitter {
 /// does not return before that time is up. So every flush with a message in flight took at least
 /// 100 ms: the stall at each checkpoint and each exactly-once commit, and the ~100 ms "broker
 /// floor" the service bench measured with it.
-pub fn flush(producer: &BaseProducer<ProducerCtx>, timeout: Duration) -> KafkaResult<()> {
+pub fn flush<C: ProducerContext>(producer: &BaseProducer<C>, timeout: Duration) -> KafkaResult<()> {
     let deadline = Instant::now() + timeout;
     loop {
         producer.poll(Duration::ZERO);
