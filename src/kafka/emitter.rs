@@ -38,6 +38,9 @@ pub struct Ack {
     /// When the input record entered Kafka (its timestamp, epoch ms), or when we consumed it.
     ingested_ms: i64,
     event_time: Option<i64>,
+    /// An alert: its acknowledgement counts in the latency histograms (repartition records,
+    /// changelog entries, markers and dead letters do not).
+    alert: bool,
     /// Exactly-once: the transaction it was sent in ([`Transaction::seq`]).
     txn: u64,
 }
@@ -113,10 +116,12 @@ impl ProducerContext for ProducerCtx {
                     d.offsets.acked(tp, *offset);
                 }
                 Metrics::add(&m.messages_out, msg.topic(), 1);
-                let now = now_ms();
-                let ingest_us = (now - ack.ingested_ms).max(0) as u64 * 1000;
-                let event_us = ack.event_time.map(|t| (now - t).max(0) as u64 * 1000);
-                m.record_latency(ingest_us, event_us);
+                if ack.alert {
+                    let now = now_ms();
+                    let ingest_us = (now - ack.ingested_ms).max(0) as u64 * 1000;
+                    let event_us = ack.event_time.map(|t| (now - t).max(0) as u64 * 1000);
+                    m.record_latency(ingest_us, event_us);
+                }
             }
             (Err(_), Some(txn)) if ack.txn != txn.seq.load(Ordering::Relaxed) => {
                 // A message of an already aborted transaction: nothing to do.
@@ -206,11 +211,18 @@ impl Emitter {
         &self.deliveries.offsets
     }
 
-    fn ack(&self, source: Option<Source>, ingested_ms: i64, event_time: Option<i64>) -> Box<Ack> {
+    fn ack(
+        &self,
+        source: Option<Source>,
+        ingested_ms: i64,
+        event_time: Option<i64>,
+        alert: bool,
+    ) -> Box<Ack> {
         Box::new(Ack {
             source,
             ingested_ms,
             event_time,
+            alert,
             txn: self
                 .deliveries
                 .txn
@@ -241,6 +253,7 @@ impl Emitter {
             source,
             ingested_ms.unwrap_or_else(now_ms),
             event_time.or(Some(alert.time)),
+            true,
         );
         let headers = OwnedHeaders::new().insert(Header {
             key: "cloudwarden.detector",
@@ -256,7 +269,7 @@ impl Emitter {
 
     /// Produces one message (repartition records, changelog entries, markers).
     pub fn send_to(&self, out: Out<'_>) {
-        let ack = self.ack(out.source, now_ms(), None);
+        let ack = self.ack(out.source, now_ms(), None, false);
         let mut record = BaseRecord::with_opaque_to(out.topic, ack);
         if let Some(p) = out.payload {
             record = record.payload(p);
@@ -324,7 +337,7 @@ impl Emitter {
         } else {
             (payload, headers)
         };
-        let ack = self.ack(Some(d.source), d.ingested_ms, None);
+        let ack = self.ack(Some(d.source), d.ingested_ms, None, false);
         let mut record = BaseRecord::with_opaque_to(&self.dead_letter_topic, ack)
             .payload(payload)
             .headers(headers);
