@@ -10,6 +10,11 @@
 //! restores from the changelog's committed records) and every assigned partition is read again
 //! from its committed offset — a restart without leaving the group. Fatal errors (fenced) stop
 //! the service, and so do five rewinds in a row without a commit.
+//!
+//! Every transactional call is bounded: send offsets, commit and abort by
+//! `processing.transaction_call_timeout` (retries included), init by `transaction_timeout`. Each
+//! runs on a helper thread ([`bounded_txn_call`]); one librdkafka has not returned from 5 s past
+//! its bound stops the service with an error (the producer is stuck; a restart fences it).
 
 use super::{offset_list, Parts};
 use crate::config::Config;
@@ -49,7 +54,11 @@ impl Transactions {
             ));
         };
         let producer = em.producer();
-        producer.init_transactions(Timeout::After(config.processing.transaction_timeout))?;
+        let limit = config.processing.transaction_timeout;
+        bounded_txn_call(producer, &txn, "init_transactions", limit, move |p| {
+            p.init_transactions(Timeout::After(limit))
+        })
+        .map_err(stuck)??;
         producer.begin_transaction()?;
         tracing::info!(
             transactional_id = %config.processing.transactional_id_for(&config.kafka.group_id),
