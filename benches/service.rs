@@ -11,7 +11,8 @@
 //!
 //! Run with `make bench` (which installs the broker) or `cargo bench --bench service`. Sizes:
 //! `SERVICE_BENCH_RECORDS` (default 200000), `SERVICE_BENCH_SECONDS` (10 per rate),
-//! `SERVICE_BENCH_RATES` (`1000,10000,50000` records/s), `SERVICE_BENCH_FETCH_WAIT_MS` (the
+//! `SERVICE_BENCH_RATES` (`1000,10000,50000` records/s), `SERVICE_BENCH_PRINCIPALS` (1000000, the
+//! memory figure), `SERVICE_BENCH_FETCH_WAIT_MS` (the
 //! consumer's `fetch.wait.max.ms` in the latency runs; librdkafka's default 500 when unset:
 //! Kafka answers a waiting fetch as soon as data arrives).
 
@@ -300,7 +301,8 @@ fn main() {
     let n = env_usize("SERVICE_BENCH_RECORDS", 200_000);
     let seconds = env_usize("SERVICE_BENCH_SECONDS", 10);
 
-    let (before, after, keys) = rss_with_principals(1_000_000);
+    let (before, after, keys) =
+        rss_with_principals(env_usize("SERVICE_BENCH_PRINCIPALS", 1_000_000));
     println!(
         "rss: {keys} principals held in secret_fetch_rate: RSS {:.1} MiB -> {:.1} MiB, {:.0} bytes/principal",
         before as f64 / 1024.0,
