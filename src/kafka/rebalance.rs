@@ -157,7 +157,9 @@ impl ConsumerContext for ConsumerCtx {
                             txn.failed.store(true, Ordering::Relaxed);
                         }
                         // `txn.stuck` is set: the processing loop stops the service.
-                        Err(e) => tracing::error!(error = %e, "aborting the transaction on revocation"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "aborting the transaction on revocation")
+                        }
                     }
                 }
                 self.forget(revoked);

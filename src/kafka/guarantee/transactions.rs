@@ -137,7 +137,9 @@ impl Transactions {
                 &self.txn,
                 "send_offsets_to_transaction",
                 call,
-                move |p, left| p.send_offsets_to_transaction(&args.0, &args.1, Timeout::After(left)),
+                move |p, left| {
+                    p.send_offsets_to_transaction(&args.0, &args.1, Timeout::After(left))
+                },
             )
             .map_err(stuck)?;
             if let Err(e) = sent {
