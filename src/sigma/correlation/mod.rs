@@ -265,9 +265,12 @@ impl Correlations {
         }
         let (tripped, window_start, count, distinct) = match c.kind {
             Kind::EventCount | Kind::ValueCount => {
+                // `count` holds the hits counted (value_count: the ones with a value), so its
+                // oldest pane is the window's start.
                 if c.kind == Kind::EventCount {
                     st.count.add(&rule.pane, t, 1);
                 } else if let Some(v) = hit.value.as_deref().filter(|v| !v.is_empty()) {
+                    st.count.add(&rule.pane, t, 1);
                     st.distinct
                         .add(&rule.pane, t, stable_hash(&[v]), rule.distinct_cap);
                 }
@@ -278,12 +281,7 @@ impl Correlations {
                 } else {
                     u64::from(st.distinct.distinct(&rule.pane, now))
                 };
-                let start = if c.kind == Kind::EventCount {
-                    st.count.window_start().unwrap_or(t)
-                } else {
-                    // The window's oldest live pane holding an evidence hit.
-                    st.events.first().map_or(t, |e| rule.pane.pane_start(e.0))
-                };
+                let start = st.count.window_start().unwrap_or(t);
                 let start = start.max(rule.pane.oldest_live_pane(now));
                 let holds = c.holds(value);
                 (
