@@ -9,5 +9,6 @@
 //! (event_count, value_count, temporal, temporal_ordered) keep their state in stage 2, keyed by
 //! (correlation, group-by values), in event time, with the other detectors' durable state.
 
+pub mod correlation;
 pub mod hit;
 pub mod meta;

@@ -6,6 +6,11 @@
 //! Time is given from outside ([`Stateful::advance`]): the engine's watermark, or the minimum of
 //! the watermark markers of every input partition. When it crosses the next check point (every
 //! `time.check_interval` of event time) the detectors get `on_watermark` for expiry and silence.
+//!
+//! Sigma correlation rules ([`Correlations`], set with [`Stateful::with_correlations`]) live here
+//! too: their hits ([`Stateful::sigma_hit`]) arrive in event-time order like events, their
+//! windows expire at the same checks, and their state is checkpointed and restored with the
+//! detectors' (as pseudo-detector [`correlation::STATE_INDEX`]).
 
 use crate::alert::suppress::Suppressor;
 use crate::alert::{Alert, AlertStatus};
@@ -13,6 +18,8 @@ use crate::catalog::{Catalog, Matches};
 use crate::config::{ms, Config, Valid};
 use crate::detect::{self, AnyDetector, Beat, DetectorSet, DetectorStats, EventCtx, RegionSeen};
 use crate::event::CloudEvent;
+use crate::sigma::correlation::{self, CorrelationStats, Correlations};
+use crate::sigma::hit::Hit;
 use crate::state::{self, Entry, StateError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +44,10 @@ pub struct Stateful {
     watermark: i64,
     raised: Vec<Alert>,
     stats: AlertStats,
+    /// The Sigma correlation rules, when any are loaded.
+    correlations: Option<Correlations>,
+    /// Change tracking is on (so correlations set later track too).
+    tracking: bool,
 }
 
 impl Stateful {
@@ -62,7 +73,40 @@ impl Stateful {
             watermark: i64::MIN,
             raised: Vec::new(),
             stats: AlertStats::default(),
+            correlations: None,
+            tracking: false,
         }
+    }
+
+    /// Runs these Sigma correlation rules too (replacing any set before, and their state).
+    pub fn with_correlations(mut self, mut correlations: Correlations) -> Self {
+        if self.tracking {
+            correlations.track_changes();
+        }
+        self.correlations = Some(correlations);
+        self
+    }
+
+    pub fn correlations(&self) -> Option<&Correlations> {
+        self.correlations.as_ref()
+    }
+
+    /// One Sigma detection-rule match for the correlation rules, in event-time order; a hit
+    /// older than the watermark counts as late (skipped by the correlations, and counted).
+    pub fn sigma_hit(&mut self, hit: &Hit<'_>, out: &mut Vec<Alert>) {
+        let Some(c) = self.correlations.as_mut() else {
+            return;
+        };
+        if !hit.late && hit.time < self.watermark {
+            let late = Hit {
+                late: true,
+                ..hit.clone()
+            };
+            c.on_hit(&late, &mut self.raised);
+        } else {
+            c.on_hit(hit, &mut self.raised);
+        }
+        self.emit(out);
     }
 
     /// The detectors that need no event-time order (the stateless ones: `log_disable` and the
@@ -146,6 +190,9 @@ impl Stateful {
         for (_, d) in &mut self.detectors {
             d.on_watermark(t, &mut self.raised);
         }
+        if let Some(c) = self.correlations.as_mut() {
+            c.on_watermark(t, &mut self.raised);
+        }
         self.emit(out);
     }
 
@@ -174,6 +221,7 @@ impl Stateful {
             }
             let detector = detect::DETECTOR_NAMES
                 .iter()
+                .chain(&["sigma", "sigma_correlation"])
                 .find(|n| **n == alert.detector)
                 .copied()
                 .unwrap_or("unknown");
@@ -211,6 +259,10 @@ impl Stateful {
             d.track_changes();
         }
         self.suppressor.track_changes();
+        if let Some(c) = self.correlations.as_mut() {
+            c.track_changes();
+        }
+        self.tracking = true;
     }
 
     /// Every entry changed since the last checkpoint, and this stage's own time.
@@ -222,6 +274,9 @@ impl Stateful {
             for e in &mut out[from..] {
                 e.detector = *index as u8;
             }
+        }
+        if let Some(c) = self.correlations.as_mut() {
+            c.checkpoint(&mut out);
         }
         let from = out.len();
         self.suppressor.checkpoint(&mut out);
@@ -255,6 +310,11 @@ impl Stateful {
             }
             state::META => Ok(()), // the service's own metadata
             state::SUPPRESSION => self.suppressor.restore(e.key, bytes),
+            correlation::STATE_INDEX => match self.correlations.as_mut() {
+                Some(c) => c.restore(e.table, e.key, bytes),
+                // No correlation rules loaded any more: their state is dropped.
+                None => Ok(()),
+            },
             d => match self.detectors.iter_mut().find(|(i, _)| *i == d as usize) {
                 Some((_, det)) => det.restore(e.table, e.key, bytes),
                 // A detector disabled since: its state is dropped.
@@ -263,11 +323,27 @@ impl Stateful {
         }
     }
 
-    /// Keys held and evicted per detector.
+    /// Keys held and evicted per detector (`sigma_correlation` last, when loaded).
     pub fn detector_stats(&self) -> Vec<(&'static str, DetectorStats)> {
-        self.detectors
+        let mut out: Vec<(&'static str, DetectorStats)> = self
+            .detectors
             .iter()
             .map(|(_, d)| (d.name(), d.stats()))
-            .collect()
+            .collect();
+        if let Some(s) = self.correlation_stats() {
+            out.push((
+                "sigma_correlation",
+                DetectorStats {
+                    keys: s.keys,
+                    evicted: s.evicted,
+                },
+            ));
+        }
+        out
+    }
+
+    /// The correlation rules' groups held and evicted, and late hits skipped.
+    pub fn correlation_stats(&self) -> Option<CorrelationStats> {
+        self.correlations.as_ref().map(Correlations::stats)
     }
 }

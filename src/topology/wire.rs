@@ -7,12 +7,14 @@
 //! | `b` | a log source's activity in one heartbeat pane ([`Beat`]) | scope |
 //! | `r` | a region a scope was first seen active in ([`RegionSeen`]), with its origin | scope |
 //! | `m` | watermark markers: per input partition, its watermark and whether it is idle | none: sent to every partition |
+//! | `h` | a Sigma detection-rule match for a correlation rule ([`Hit`]), with its origin | [`Hit::route_key`]: (correlation, group-by values) |
 //!
 //! An unknown version or a malformed record is an error the service counts and skips (the
 //! record is never retried forever, nor does it stop the partition).
 
 use crate::detect::{Beat, DetectorSet, RegionSeen};
 use crate::event::{CloudEvent, Provider};
+use crate::sigma::hit::Hit;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -93,6 +95,8 @@ pub struct Record<'a> {
     pub r: Option<WireRegion<'a>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub m: Option<Vec<Mark<'a>>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub h: Option<Hit<'a>>,
 }
 
 /// A decoded repartition record.
@@ -108,6 +112,8 @@ pub enum Item<'a> {
     Beat(Beat<'a>),
     Region(RegionSeen<'a>, Origin),
     Markers(Vec<Mark<'a>>),
+    /// A Sigma detection-rule match for a correlation rule (its origin is `hit.origin`).
+    Hit(Hit<'a>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -209,6 +215,18 @@ pub fn encode_markers(out: &mut Vec<u8>, marks: &[Mark<'_>]) {
     serde_json::to_writer(&mut *out, &rec).expect("serializing to a Vec cannot fail");
 }
 
+/// A Sigma hit, to be keyed by [`Hit::route_key`].
+pub fn encode_hit(out: &mut Vec<u8>, hit: &Hit<'_>) {
+    #[derive(Serialize)]
+    struct Out<'r, 'a> {
+        v: u8,
+        h: &'r Hit<'a>,
+    }
+    out.clear();
+    serde_json::to_writer(&mut *out, &Out { v: VERSION, h: hit })
+        .expect("serializing to a Vec cannot fail");
+}
+
 /// Decodes one repartition record.
 pub fn decode(bytes: &[u8]) -> Result<Item<'_>, WireError> {
     let rec: Record<'_> = match serde_json::from_slice(bytes) {
@@ -229,6 +247,21 @@ pub fn decode(bytes: &[u8]) -> Result<Item<'_>, WireError> {
     };
     if rec.v != VERSION {
         return Err(WireError::Version(rec.v));
+    }
+    let payloads = [
+        rec.e.is_some(),
+        rec.b.is_some(),
+        rec.r.is_some(),
+        rec.m.is_some(),
+        rec.h.is_some(),
+    ];
+    if payloads.iter().filter(|p| **p).count() != 1 {
+        return Err(WireError::Malformed(
+            "exactly one of e, b, r, m, h must be set".into(),
+        ));
+    }
+    if let Some(h) = rec.h {
+        return Ok(Item::Hit(h));
     }
     match (rec.e, rec.b, rec.r, rec.m) {
         (Some(e), None, None, None) => Ok(Item::Event {
@@ -260,7 +293,7 @@ pub fn decode(bytes: &[u8]) -> Result<Item<'_>, WireError> {
         )),
         (None, None, None, Some(m)) => Ok(Item::Markers(m)),
         _ => Err(WireError::Malformed(
-            "exactly one of e, b, r, m must be set".into(),
+            "exactly one of e, b, r, m, h must be set".into(),
         )),
     }
 }
@@ -329,6 +362,60 @@ mod tests {
             Item::Markers(m) => assert_eq!(m, marks),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_hit_round_trips() {
+        let hit = Hit {
+            correlation: 3,
+            detection: 17,
+            time: 1_700_000_000_123,
+            origin: (2, 99, 4),
+            late: true,
+            group: vec![Cow::Borrowed("arn:aws:iam::1:user/a\"b"), Cow::Borrowed("")],
+            value: Some(Cow::Borrowed("user1@example.com")),
+            provider: Provider::Aws,
+            scope: Cow::Borrowed("111122223333"),
+            region: Cow::Borrowed("eu-west-1"),
+            principal: None,
+            event_id: Cow::Borrowed("e-1"),
+            operation: Cow::Borrowed("StopLogging"),
+        };
+        let mut buf = Vec::new();
+        encode_hit(&mut buf, &hit);
+        assert!(buf.starts_with(br#"{"v":1,"h":"#));
+        match decode(&buf).unwrap() {
+            Item::Hit(back) => {
+                assert_eq!(back, hit);
+                assert_eq!(back.route_key(), hit.route_key());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without the optional fields.
+        let bare = Hit {
+            late: false,
+            value: None,
+            ..hit.clone()
+        };
+        encode_hit(&mut buf, &bare);
+        assert!(!String::from_utf8_lossy(&buf).contains("late"));
+        match decode(&buf).unwrap() {
+            Item::Hit(back) => assert_eq!(back, bare),
+            other => panic!("{other:?}"),
+        }
+        // A hit with another payload, or a hit missing a field, is malformed.
+        let two = format!(
+            r#"{{"v":1,"m":[],"h":{}}}"#,
+            serde_json::to_string(&hit).unwrap()
+        );
+        assert!(matches!(
+            decode(two.as_bytes()),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"v":1,"h":{"correlation":1}}"#),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]

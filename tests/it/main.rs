@@ -28,6 +28,7 @@ mod replay;
 #[cfg(feature = "kafka")]
 mod scale_out;
 mod schema;
+mod sigma_correlation;
 mod state;
 mod stratus;
 mod util;

@@ -6,7 +6,8 @@
 //! [`Reorder`] buffer until the watermark passes them and are then processed in (event time,
 //! origin) order, so the detectors see the same sequence whatever the number of instances;
 //! stateless detectors run on arrival (an alert on StopLogging must not wait). Beats merge per
-//! pane and are applied when the watermark closes the pane.
+//! pane and are applied when the watermark closes the pane. Sigma hits (for the correlation
+//! rules) wait in the same buffer and reach [`Stateful::sigma_hit`] in the same order.
 //!
 //! Offsets: a repartition record is done once it left the reorder buffer and its alerts are
 //! acknowledged and, with durable state, once a checkpoint that contains it is acknowledged. A
@@ -209,6 +210,18 @@ impl Topology {
                     buffer(part, em, tp, offset, payload, r.time, origin, none);
                 }
             }
+            Item::Hit(hit) => {
+                if !was_buffered && !resent_by_us && resent_hit(&mut part.arrived, hit.origin) {
+                    return 0;
+                }
+                if hit.late || hit.time < part.watermark {
+                    // Counted as late by the correlations (their state skips it).
+                    part.stateful.sigma_hit(&hit, alerts);
+                } else {
+                    let none = DetectorSet::default();
+                    buffer(part, em, tp, offset, payload, hit.time, hit.origin, none);
+                }
+            }
             Item::Beat(b) => part.stateful.beat(&b, alerts),
             Item::Markers(marks) => {
                 for m in marks {
@@ -278,6 +291,7 @@ fn release(part: &mut Part, em: &mut Emitter, tp: &Arc<TopicPartition>, p: Pendi
             part.stateful.event(&ev, None, p.detectors, false, &mut out);
         }
         Ok(Item::Region(r, _)) => part.stateful.region(&r),
+        Ok(Item::Hit(hit)) => part.stateful.sigma_hit(&hit, &mut out),
         _ => {}
     }
     for a in &out {
@@ -308,6 +322,8 @@ fn stage2_watermark(part: &Part, inputs: &[(String, i32)], idle_after: Duration)
 const PRINCIPAL_EVENTS: u8 = 0;
 const SCOPE_EVENTS: u8 = 1;
 const REGIONS: u8 = 2;
+/// Sigma hits (one input event can give several, with the same origin).
+const HITS: u8 = 3;
 
 fn event_stream(detectors: DetectorSet, scope_keyed: DetectorSet) -> u8 {
     if detectors.0 & scope_keyed.0 != 0 {
@@ -315,6 +331,19 @@ fn event_stream(detectors: DetectorSet, scope_keyed: DetectorSet) -> u8 {
     } else {
         PRINCIPAL_EVENTS
     }
+}
+
+/// [`resent`] for Sigma hits: the hits of one event share its origin, so only an older origin
+/// is a resend (after a stage-1 crash, the hits of the newest origin received can be seen
+/// twice).
+fn resent_hit(arrived: &mut HashMap<(i32, u8), (i64, u32)>, origin: wire::Origin) -> bool {
+    let (slot, offset, idx) = origin;
+    let newest = arrived.entry((slot, HITS)).or_insert((offset, idx));
+    if (offset, idx) < *newest {
+        return true;
+    }
+    *newest = (offset, idx);
+    false
 }
 
 /// Whether an item from stage 1 was already received (stage 1 read its input again after a
