@@ -11,3 +11,12 @@
 
 pub mod hit;
 pub mod meta;
+pub mod config;
+pub mod detection;
+pub mod event;
+pub mod fields;
+pub mod load;
+
+pub use config::{SigmaAllow, SigmaConfig};
+pub use detection::SigmaDetector;
+pub use load::Rules;
