@@ -28,6 +28,7 @@ mod replay;
 #[cfg(feature = "kafka")]
 mod scale_out;
 mod schema;
+mod sigma;
 mod state;
 mod stratus;
 mod util;
