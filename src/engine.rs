@@ -324,8 +324,8 @@ pub fn with_decoded_raw<R>(
         .into_iter()
         .map(|_| unreachable!("the buffer is empty"))
         .collect();
-    let result = decode_record_raw(raw, limits, &mut events, Some(&mut raws))
-        .map(|()| f(&events, &raws));
+    let result =
+        decode_record_raw(raw, limits, &mut events, Some(&mut raws)).map(|()| f(&events, &raws));
     events.clear();
     raws.clear();
     *buf = events

@@ -527,7 +527,13 @@ fn cmd_sigma(command: SigmaCommand) -> anyhow::Result<ExitCode> {
             }
             let rules = Rules::load_files(&paths, &pipelines);
             for r in &rules.detections {
-                println!("loaded       {}  {}  [{}] {}", r.file, r.id, r.route.as_str(), r.title);
+                println!(
+                    "loaded       {}  {}  [{}] {}",
+                    r.file,
+                    r.id,
+                    r.route.as_str(),
+                    r.title
+                );
             }
             for u in &rules.unsupported {
                 println!("unsupported  {}  {}  {}", u.file, u.title, u.reason);
@@ -574,9 +580,12 @@ fn cmd_sigma(command: SigmaCommand) -> anyhow::Result<ExitCode> {
             for (line, r) in records.iter().enumerate() {
                 let mut evs = Vec::new();
                 let mut raws = Vec::new();
-                if let Err(e) =
-                    cloudwarden::event::decode_record_raw(r.as_bytes(), &limits, &mut evs, Some(&mut raws))
-                {
+                if let Err(e) = cloudwarden::event::decode_record_raw(
+                    r.as_bytes(),
+                    &limits,
+                    &mut evs,
+                    Some(&mut raws),
+                ) {
                     eprintln!("{}:{}: {e}", events.display(), line + 1);
                     continue;
                 }
@@ -585,7 +594,12 @@ fn cmd_sigma(command: SigmaCommand) -> anyhow::Result<ExitCode> {
                     let id = ev.metadata_uid.as_deref().unwrap_or("-");
                     det.evaluate(ev, raw, |rule, _, result| {
                         matched += 1;
-                        print!("match  record {}  event {id}  {}  {}", line + 1, ev.api_operation, rule.id);
+                        print!(
+                            "match  record {}  event {id}  {}  {}",
+                            line + 1,
+                            ev.api_operation,
+                            rule.id
+                        );
                         if let rsigma_eval::ResultBody::Detection(d) = &result.body {
                             print!("  selections {:?}", d.matched_selections);
                             for m in &d.matched_fields {

@@ -145,7 +145,8 @@ impl Rules {
                 reason: format!("parse error: {e}"),
             });
         }
-        self.correlations.extend(collection.correlations.iter().cloned());
+        self.correlations
+            .extend(collection.correlations.iter().cloned());
         for rule in collection.rules {
             self.load_rule(&name, rule, pipelines);
         }
@@ -287,7 +288,10 @@ impl Rules {
         for (i, a) in cfg.allow.iter().enumerate() {
             check(&format!("sigma.allow[{i}].rules"), &a.rules, &rules)?;
             if a.scope.is_empty() {
-                return Err(invalid(format!("sigma.allow[{i}].scope"), "must not be empty"));
+                return Err(invalid(
+                    format!("sigma.allow[{i}].scope"),
+                    "must not be empty",
+                ));
             }
         }
         for r in &mut rules.detections {

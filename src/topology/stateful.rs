@@ -169,7 +169,12 @@ impl Stateful {
 
     /// An alert raised outside the detectors (a Sigma rule match), through the same
     /// suppression and counts.
-    pub fn emit_external(&mut self, detector: &'static str, mut alert: Alert, out: &mut Vec<Alert>) {
+    pub fn emit_external(
+        &mut self,
+        detector: &'static str,
+        mut alert: Alert,
+        out: &mut Vec<Alert>,
+    ) {
         if !self.suppressor.admit(&mut alert) {
             return;
         }

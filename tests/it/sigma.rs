@@ -99,10 +99,17 @@ fn aws_stop_logging_matches_the_sigmahq_rule_on_a_real_record() {
     let s = a.sigma.as_ref().unwrap();
     assert_eq!(s.id, "4db60cc0-36fb-42b7-9b58-a5b53019fb74");
     assert_eq!(s.kind, "detection");
-    assert!(s.matched.iter().any(|(f, v)| f == "eventName" && v == "StopLogging"));
+    assert!(s
+        .matched
+        .iter()
+        .any(|(f, v)| f == "eventName" && v == "StopLogging"));
     assert_eq!(a.severity, cloudwarden::alert::Severity::Medium);
     let rule = engine.sigma().rules().by_reference(&s.id).unwrap();
-    assert_eq!(rule.techniques, ["T1685.002"], "from the rule's attack.t1685.002 tag");
+    assert_eq!(
+        rule.techniques,
+        ["T1685.002"],
+        "from the rule's attack.t1685.002 tag"
+    );
     assert_eq!(a.cloud_provider, "aws");
     // Deterministic id: the same record in a new engine gives the same alert id.
     let mut again = Engine::new(&config(&["rules/aws"])).unwrap();
@@ -137,7 +144,10 @@ fn gcp_filebeat_names_and_case_sensitivity() {
 fn azure_entra_m365_names_map_to_the_raw_records() {
     let mut engine = Engine::new(&config(&["local/microsoft.yml"])).unwrap();
     assert_eq!(
-        ids(&sigma_alerts(&mut engine, "diagnostic_settings_delete_rest.json")),
+        ids(&sigma_alerts(
+            &mut engine,
+            "diagnostic_settings_delete_rest.json"
+        )),
         ["7d1c4a7e-0000-4000-8000-000000000010"]
     );
     assert_eq!(
