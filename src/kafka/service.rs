@@ -493,8 +493,15 @@ impl Processor {
         let result = match &mut self.pipeline {
             Pipeline::Repartitioned(t) => {
                 let clock = self.clocks.heard(&tp, consumed);
-                match t.stage1(&self.em, &tp, offset, payload, clock) {
-                    Ok(n) => {
+                match t.stage1(&self.em, &tp, offset, payload, clock, &mut self.alerts) {
+                    Ok(mut n) => {
+                        // Sigma detection-rule alerts, raised in stage 1.
+                        for alert in &self.alerts {
+                            let source = Some((tp.clone(), offset));
+                            self.em
+                                .produce_alert(alert, source, Some(ingested_ms), None);
+                            n += 1;
+                        }
                         self.em.offsets().done(&tp, offset, n);
                         return;
                     }
