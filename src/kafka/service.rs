@@ -332,6 +332,7 @@ impl Service {
                 m.suppressed
                     .store(engine.suppressed_total(), Ordering::Relaxed);
                 m.watermark_ms.store(engine.watermark(), Ordering::Relaxed);
+                m.sigma(engine.sigma());
                 for (detector, st) in engine.detector_stats() {
                     Metrics::set_gauge(&m.keys, detector, st.keys as u64);
                     Metrics::set_gauge(&m.evicted, detector, st.evicted);

@@ -244,3 +244,21 @@ fn ocsf_finding_names_the_rule() {
     assert_eq!(analytic["name"], a.title.as_str());
     assert_eq!(analytic["type"], "Rule");
 }
+
+#[test]
+fn metrics_count_matches_per_rule_and_rules_loaded() {
+    let mut engine = Engine::new(&config(&["rules/aws"])).unwrap();
+    let alerts = sigma_alerts(&mut engine, "aws.defense-evasion.cloudtrail-stop.ndjson");
+    assert!(!alerts.is_empty());
+    let m = cloudwarden::telemetry::Metrics::default();
+    m.sigma(engine.sigma());
+    let text = m.render();
+    assert!(
+        text.contains(
+            "cloudwarden_sigma_matches_total{rule=\"4db60cc0-36fb-42b7-9b58-a5b53019fb74\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("cloudwarden_sigma_rules_loaded{state=\"loaded\"} 57"));
+    assert!(text.contains("cloudwarden_sigma_rules_loaded{state=\"unsupported\"} 0"));
+}

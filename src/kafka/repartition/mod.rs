@@ -195,6 +195,7 @@ impl Topology {
         m.repartition_bytes.store(c.bytes, Ordering::Relaxed);
         m.events.store(self.events, Ordering::Relaxed);
         m.late_events.store(self.late_events, Ordering::Relaxed);
+        m.sigma(&self.sigma);
         let buffered: usize = self.parts.values().map(|p| p.reorder.len()).sum();
         let forced: u64 = self.parts.values().map(|p| p.reorder.forced()).sum();
         m.reorder_buffered.store(buffered as u64, Ordering::Relaxed);
