@@ -262,3 +262,43 @@ fn metrics_count_matches_per_rule_and_rules_loaded() {
     assert!(text.contains("cloudwarden_sigma_rules_loaded{state=\"loaded\"} 57"));
     assert!(text.contains("cloudwarden_sigma_rules_loaded{state=\"unsupported\"} 0"));
 }
+
+/// Every Sigma alert of the AWS rules on the public-data excerpt: a valid `alert.v1` document
+/// and a conformant OCSF Detection Finding.
+#[test]
+fn sigma_alerts_validate_as_alert_v1_and_ocsf() {
+    let mut engine = Engine::new(&config(&["rules", "local"])).unwrap();
+    let mut alerts = Vec::new();
+    for f in [
+        "aws.defense-evasion.cloudtrail-stop.ndjson",
+        "AADAuditEvents.ndjson",
+        "OfficeActivityEvents.ndjson",
+        "delete_sink.json",
+        "change_application_setting.json",
+        "diagnostic_settings_delete_rest.json",
+    ] {
+        alerts.extend(sigma_alerts(&mut engine, f));
+    }
+    assert!(alerts.len() >= 6, "{} alerts", alerts.len());
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/alert.v1.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    for a in &alerts {
+        let doc = serde_json::to_value(a).unwrap();
+        let errs: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errs.is_empty(), "{}: {errs:?}", a.title);
+    }
+    let ocsf = crate::ocsf::resolver::Schema::shipped();
+    let class = ocsf.class("detection_finding");
+    let docs: Vec<(String, serde_json::Value)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a.title.clone(),
+                cloudwarden::alert::ocsf::to_ocsf(a, &Default::default()),
+            )
+        })
+        .collect();
+    crate::ocsf::assert_conformant(&ocsf, &class, &docs);
+}
