@@ -16,7 +16,8 @@ use crate::alert::Alert;
 use crate::catalog::{Catalog, Matches};
 use crate::config::{ms, ConfigError, ToValid};
 use crate::detect::{Beat, DetectorSet, DetectorStats, RegionSeen};
-use crate::event::{decode_record, CloudEvent, DecodeError, DecodeLimits};
+use crate::event::{decode_record, decode_record_raw, CloudEvent, DecodeError, DecodeLimits};
+use crate::sigma::SigmaDetector;
 use crate::topology::router::{Router, Sink};
 use crate::topology::stateful::Stateful;
 use crate::window::Watermark;
@@ -53,6 +54,12 @@ pub struct Engine {
     stateful: Stateful,
     /// Reused decode buffer (see `process_record`).
     events: Vec<CloudEvent<'static>>,
+    /// Sigma detection rules, matched on each event's raw JSON (off: no rules).
+    sigma: SigmaDetector,
+    /// Reused buffer of each event's raw text, for Sigma.
+    raws: Vec<&'static str>,
+    /// Reused buffer of Sigma alerts before suppression.
+    sigma_alerts: Vec<Alert>,
     /// Newest event time of the last record processed.
     last_record_time: Option<i64>,
     stats: EngineStats,
@@ -99,6 +106,9 @@ impl Engine {
             router: Router::new(&config),
             stateful: Stateful::from_valid(&config),
             events: Vec::new(),
+            sigma: SigmaDetector::new(config.sigma().clone(), config.sigma.max_matched_fields),
+            raws: Vec::new(),
+            sigma_alerts: Vec::new(),
             last_record_time: None,
             stats: EngineStats::default(),
         })
@@ -131,13 +141,27 @@ impl Engine {
         self.stats.records += 1;
         let mut buf = std::mem::take(&mut self.events);
         let limits = self.limits;
-        let result = with_decoded(raw, &limits, &mut buf, |events| {
-            self.last_record_time = events.iter().map(|e| e.time).max();
-            for ev in events {
-                self.process(ev, out);
-            }
-            events.len()
-        });
+        let result = if self.sigma.is_off() {
+            with_decoded(raw, &limits, &mut buf, |events| {
+                self.last_record_time = events.iter().map(|e| e.time).max();
+                for ev in events {
+                    self.process(ev, out);
+                }
+                events.len()
+            })
+        } else {
+            let mut raws = std::mem::take(&mut self.raws);
+            let r = with_decoded_raw(raw, &limits, &mut buf, &mut raws, |events, texts| {
+                self.last_record_time = events.iter().map(|e| e.time).max();
+                for (ev, text) in events.iter().zip(texts) {
+                    self.process(ev, out);
+                    self.match_sigma(ev, text, out);
+                }
+                events.len()
+            });
+            self.raws = raws;
+            r
+        };
         self.events = buf;
         if let Err(e) = &result {
             self.last_record_time = None;
@@ -169,6 +193,23 @@ impl Engine {
             },
         );
         self.stateful.advance(self.watermark.current(), out);
+    }
+
+    /// Matches the Sigma detection rules on one event (its raw JSON text) and passes the alerts
+    /// through suppression. Stateless, so late events match too.
+    pub fn match_sigma(&mut self, ev: &CloudEvent<'_>, raw: &str, out: &mut Vec<Alert>) {
+        let mut alerts = std::mem::take(&mut self.sigma_alerts);
+        self.sigma.match_event(ev, raw, &mut alerts);
+        for a in alerts.drain(..) {
+            self.stateful
+                .emit_external(crate::sigma::detection::DETECTOR, a, out);
+        }
+        self.sigma_alerts = alerts;
+    }
+
+    /// The Sigma detector (loaded rules, match counts).
+    pub fn sigma(&self) -> &SigmaDetector {
+        &self.sigma
     }
 
     /// Moves the watermark forward to `t` (idle input, end of input) and runs the checks.
@@ -265,6 +306,37 @@ impl Engine {
         }
         failed
     }
+}
+
+/// [`with_decoded`], with each event's raw JSON text (see [`decode_record_raw`]).
+pub fn with_decoded_raw<R>(
+    raw: &[u8],
+    limits: &DecodeLimits,
+    buf: &mut Vec<CloudEvent<'static>>,
+    texts: &mut Vec<&'static str>,
+    f: impl FnOnce(&[CloudEvent<'_>], &[&str]) -> R,
+) -> Result<R, DecodeError> {
+    let mut events: Vec<CloudEvent<'_>> = std::mem::take(buf)
+        .into_iter()
+        .map(|_| unreachable!("the buffer is empty"))
+        .collect();
+    let mut raws: Vec<&str> = std::mem::take(texts)
+        .into_iter()
+        .map(|_| unreachable!("the buffer is empty"))
+        .collect();
+    let result =
+        decode_record_raw(raw, limits, &mut events, Some(&mut raws)).map(|()| f(&events, &raws));
+    events.clear();
+    raws.clear();
+    *buf = events
+        .into_iter()
+        .map(|_| unreachable!("the buffer was cleared"))
+        .collect();
+    *texts = raws
+        .into_iter()
+        .map(|_| unreachable!("the buffer was cleared"))
+        .collect();
+    result
 }
 
 /// Decodes `raw` into `buf` (whose allocation is reused across records of any lifetime) and

@@ -34,6 +34,26 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum SigmaCommand {
+    /// Load rule files (paths, directories, globs): each rule loaded or unsupported with the
+    /// reason, and a per-log-source summary. Exit 1 if a file fails to parse.
+    Check {
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Processing pipelines applied on top of the built-in field mapping.
+        #[arg(long)]
+        pipeline: Vec<PathBuf>,
+    },
+    /// Match one rule file on the events of a file (JSON or NDJSON): which events match, and
+    /// the matched fields and values.
+    Test {
+        rule: PathBuf,
+        #[arg(long)]
+        events: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the detectors over log files (NDJSON, JSON, CloudTrail S3 files, gzip) in event-time
     /// order; alerts as NDJSON on stdout.
@@ -65,6 +85,11 @@ enum Command {
     },
     /// Validate a deploy config; unknown keys and bad values are named.
     CheckConfig { file: PathBuf },
+    /// Sigma rules: what loads, and what matches.
+    Sigma {
+        #[command(subcommand)]
+        command: SigmaCommand,
+    },
     /// Print the catalog coverage (behaviour × provider).
     Catalog {
         #[arg(long, short)]
@@ -161,6 +186,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        Command::Sigma { command } => cmd_sigma(command),
         Command::Catalog { config, rules } => {
             let config = load_config(config.as_ref())?;
             cmd_catalog(&config, rules)
@@ -482,4 +508,110 @@ fn cmd_demo_offline(json: bool) -> Result<ExitCode> {
     out.flush()?;
     print_summary(&engine, started.elapsed(), bytes);
     Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_sigma(command: SigmaCommand) -> anyhow::Result<ExitCode> {
+    use cloudwarden::sigma::{load, Rules, SigmaDetector};
+    match command {
+        SigmaCommand::Check { files, pipeline } => {
+            let mut paths = Vec::new();
+            for f in &files {
+                paths.extend(load::expand(f).map_err(anyhow::Error::msg)?);
+            }
+            let mut pipelines = Vec::new();
+            for p in &pipeline {
+                pipelines.push(
+                    rsigma_eval::parse_pipeline_file(p)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                );
+            }
+            let rules = Rules::load_files(&paths, &pipelines);
+            for r in &rules.detections {
+                println!(
+                    "loaded       {}  {}  [{}] {}",
+                    r.file,
+                    r.id,
+                    r.route.as_str(),
+                    r.title
+                );
+            }
+            for u in &rules.unsupported {
+                println!("unsupported  {}  {}  {}", u.file, u.title, u.reason);
+            }
+            println!();
+            println!("{:32}{:>8}{:>13}", "log source", "loaded", "unsupported");
+            for (ls, loaded, unsupported) in rules.summary() {
+                println!("{ls:32}{loaded:>8}{unsupported:>13}");
+            }
+            println!(
+                "{} detection rules loaded, {} unsupported, {} correlation rules, {} files",
+                rules.detections.len(),
+                rules.unsupported.len(),
+                rules.correlations.len(),
+                paths.len()
+            );
+            for (f, e) in &rules.file_errors {
+                eprintln!("{f}: {e}");
+            }
+            Ok(if rules.file_errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        SigmaCommand::Test { rule, events } => {
+            let rules = Rules::load_files(std::slice::from_ref(&rule), &[]);
+            for u in &rules.unsupported {
+                eprintln!("unsupported  {}  {}  {}", u.file, u.title, u.reason);
+            }
+            if rules.detections.is_empty() {
+                anyhow::bail!("{}: no detection rule loads", rule.display());
+            }
+            let mut det = SigmaDetector::new(std::sync::Arc::new(rules), usize::MAX);
+            let text = std::fs::read_to_string(&events)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", events.display()))?;
+            let trimmed = text.trim_start();
+            let records: Vec<&str> = match serde_json::from_str::<serde_json::Value>(trimmed) {
+                Ok(_) => vec![trimmed],
+                Err(_) => text.lines().filter(|l| !l.trim().is_empty()).collect(),
+            };
+            let limits = cloudwarden::event::DecodeLimits::default();
+            let (mut seen, mut matched) = (0u64, 0u64);
+            for (line, r) in records.iter().enumerate() {
+                let mut evs = Vec::new();
+                let mut raws = Vec::new();
+                if let Err(e) = cloudwarden::event::decode_record_raw(
+                    r.as_bytes(),
+                    &limits,
+                    &mut evs,
+                    Some(&mut raws),
+                ) {
+                    eprintln!("{}:{}: {e}", events.display(), line + 1);
+                    continue;
+                }
+                for (ev, raw) in evs.iter().zip(&raws) {
+                    seen += 1;
+                    let id = ev.metadata_uid.as_deref().unwrap_or("-");
+                    det.evaluate(ev, raw, |rule, _, result| {
+                        matched += 1;
+                        print!(
+                            "match  record {}  event {id}  {}  {}",
+                            line + 1,
+                            ev.api_operation,
+                            rule.id
+                        );
+                        if let rsigma_eval::ResultBody::Detection(d) = &result.body {
+                            print!("  selections {:?}", d.matched_selections);
+                            for m in &d.matched_fields {
+                                print!("  {}={}", m.field, m.value);
+                            }
+                        }
+                        println!();
+                    });
+                }
+            }
+            println!("{matched} matches in {seen} events");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

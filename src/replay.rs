@@ -10,7 +10,7 @@
 
 use crate::alert::Alert;
 use crate::engine::Engine;
-use crate::event::{decode_record, CloudEvent, DecodeError, DecodeLimits};
+use crate::event::{decode_record_raw, CloudEvent, DecodeError, DecodeLimits};
 use flate2::read::MultiGzDecoder;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -161,6 +161,8 @@ struct Queued {
     input: usize,
     seq: u64,
     event: CloudEvent<'static>,
+    /// The event's raw JSON, kept only when Sigma rules are loaded.
+    raw: Option<Box<str>>,
 }
 
 impl PartialEq for Queued {
@@ -208,6 +210,7 @@ impl OrderedInput {
     fn next(
         &mut self,
         limits: &DecodeLimits,
+        keep_raw: bool,
         errors: &mut Vec<RecordError>,
     ) -> io::Result<Option<Queued>> {
         while self.heap.len() < self.bound {
@@ -215,15 +218,18 @@ impl OrderedInput {
                 break;
             };
             let mut events = Vec::new();
-            match decode_record(&record.bytes, limits, &mut events) {
+            let mut raws = Vec::new();
+            let keep = keep_raw.then_some(&mut raws);
+            match decode_record_raw(&record.bytes, limits, &mut events, keep) {
                 Ok(()) => {
-                    for ev in events {
+                    for (i, ev) in events.into_iter().enumerate() {
                         self.seq += 1;
                         self.heap.push(Reverse(Queued {
                             time: ev.time,
                             input: self.index,
                             seq: self.seq,
                             event: ev.into_owned(),
+                            raw: raws.get(i).map(|r| Box::from(*r)),
                         }));
                     }
                 }
@@ -255,6 +261,7 @@ pub fn replay(
     mut progress: impl FnMut(u64, u64),
 ) -> io::Result<ReplaySummary> {
     let limits = &engine.limits();
+    let keep_raw = !engine.sigma().is_off();
     let mut ordered = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.iter().enumerate() {
         let reader = RecordReader::open(input)
@@ -272,7 +279,7 @@ pub fn replay(
     // k-way merge: the head event of every input, oldest first.
     let mut heads: BinaryHeap<Reverse<Queued>> = BinaryHeap::new();
     for input in &mut ordered {
-        if let Some(q) = input.next(limits, &mut errors)? {
+        if let Some(q) = input.next(limits, keep_raw, &mut errors)? {
             heads.push(Reverse(q));
         }
     }
@@ -281,11 +288,14 @@ pub fn replay(
     while let Some(Reverse(q)) = heads.pop() {
         let from = q.input;
         engine.process(&q.event, &mut alerts);
+        if let Some(raw) = &q.raw {
+            engine.match_sigma(&q.event, raw, &mut alerts);
+        }
         processed += 1;
         for alert in alerts.drain(..) {
             emit(&alert)?;
         }
-        if let Some(next) = ordered[from].next(limits, &mut errors)? {
+        if let Some(next) = ordered[from].next(limits, keep_raw, &mut errors)? {
             heads.push(Reverse(next));
         }
         if processed % 4096 == 0 {

@@ -184,7 +184,11 @@ fn finding_info(a: &Alert) -> Value {
     let mut info = json!({
         "uid": finding_uid(a),
         "title": a.title,
-        "analytic": {"name": a.detector, "type_id": type_id, "type": type_caption},
+        "analytic": match &a.sigma {
+            // A Sigma rule: the rule itself is the analytic.
+            Some(rule) => json!({"uid": rule.id, "name": rule.title, "type_id": 1, "type": "Rule"}),
+            None => json!({"name": a.detector, "type_id": type_id, "type": type_caption}),
+        },
         "first_seen_time": a.window_start,
         "first_seen_time_dt": dt(a.window_start),
         "last_seen_time": a.window_end,

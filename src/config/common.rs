@@ -101,7 +101,7 @@ pub enum Mode {
 }
 
 /// Patterns with `*` at either end, as in the catalog.
-fn pattern_matches(pattern: &str, s: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, s: &str) -> bool {
     match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
         _ if pattern == "*" => true,
         (Some(rest), _) if rest.ends_with('*') => s.contains(&rest[..rest.len() - 1]),

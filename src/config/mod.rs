@@ -69,6 +69,7 @@ pub struct Config {
     pub repartition: crate::kafka::config::RepartitionConfig,
     pub state: crate::kafka::config::StateConfig,
     pub processing: crate::kafka::config::ProcessingConfig,
+    pub sigma: crate::sigma::SigmaConfig,
 }
 
 impl Config {
@@ -93,9 +94,11 @@ impl Config {
     pub fn validated(self) -> Result<Valid, ConfigError> {
         self.check()?;
         let catalog = Arc::new(self.catalog()?);
+        let sigma = Arc::new(crate::sigma::Rules::from_config(&self.sigma)?);
         Ok(Valid(Arc::new(Validated {
             config: self,
             catalog,
+            sigma,
         })))
     }
 
@@ -114,6 +117,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check()?;
         self.catalog()?;
+        crate::sigma::Rules::from_config(&self.sigma)?;
         Ok(())
     }
 
@@ -191,12 +195,18 @@ pub struct Valid(Arc<Validated>);
 struct Validated {
     config: Config,
     catalog: Arc<Catalog>,
+    sigma: Arc<crate::sigma::Rules>,
 }
 
 impl Valid {
     /// The compiled catalog (shadows [`Config::catalog`], which compiles a new one).
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.0.catalog
+    }
+
+    /// The loaded Sigma rules (empty when `sigma.rules` is).
+    pub fn sigma(&self) -> &Arc<crate::sigma::Rules> {
+        &self.0.sigma
     }
 
     pub fn config(&self) -> &Config {

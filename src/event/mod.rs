@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 
-pub use shape::decode_record;
+pub use shape::{decode_record, decode_record_raw};
 
 /// The schema tag a serialized [`CloudEvent`] carries in its `schema` field.
 pub const CLOUD_EVENT_SCHEMA: &str = "cloud_event.v1";

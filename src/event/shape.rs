@@ -217,6 +217,18 @@ pub fn decode_record<'a>(
     limits: &DecodeLimits,
     out: &mut Vec<CloudEvent<'a>>,
 ) -> Result<(), DecodeError> {
+    decode_record_raw(raw, limits, out, None)
+}
+
+/// [`decode_record`], also giving each event's raw JSON text (the provider record it was decoded
+/// from, inside any envelope) in `raws`, index for index with `out`: what Sigma rules match on.
+/// A Workspace activity with several `events[]` gives each of them the activity's text.
+pub fn decode_record_raw<'a>(
+    raw: &'a [u8],
+    limits: &DecodeLimits,
+    out: &mut Vec<CloudEvent<'a>>,
+    mut raws: Option<&mut Vec<&'a str>>,
+) -> Result<(), DecodeError> {
     if raw.len() > limits.max_record_bytes {
         return Err(DecodeError::TooLarge {
             size: raw.len(),
@@ -225,14 +237,24 @@ pub fn decode_record<'a>(
     }
     let text = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?;
     let start = out.len();
-    let result = decode_str(text, out);
+    let raw_start = raws.as_ref().map_or(0, |r| r.len());
+    let result = decode_str(text, out, &mut raws);
     if result.is_err() {
         out.truncate(start);
+        if let Some(r) = raws {
+            r.truncate(raw_start);
+        }
     }
     result
 }
 
-fn decode_str<'a>(text: &'a str, out: &mut Vec<CloudEvent<'a>>) -> Result<(), DecodeError> {
+type Raws<'r, 'a> = Option<&'r mut Vec<&'a str>>;
+
+fn decode_str<'a>(
+    text: &'a str,
+    out: &mut Vec<CloudEvent<'a>>,
+    raws: &mut Raws<'_, 'a>,
+) -> Result<(), DecodeError> {
     let trimmed = text.trim_start();
     match trimmed.as_bytes().first() {
         None => return Err(DecodeError::Empty),
@@ -240,7 +262,7 @@ fn decode_str<'a>(text: &'a str, out: &mut Vec<CloudEvent<'a>>) -> Result<(), De
             let items: Vec<&'a RawValue> =
                 serde_json::from_str(text).map_err(DecodeError::from_json)?;
             for item in items {
-                decode_one(item.get(), 1, out)?;
+                decode_one(item.get(), 1, out, raws)?;
             }
             return Ok(());
         }
@@ -253,13 +275,28 @@ fn decode_str<'a>(text: &'a str, out: &mut Vec<CloudEvent<'a>>) -> Result<(), De
             });
         }
     }
-    decode_one(text, 0, out)
+    decode_one(text, 0, out, raws)
 }
 
 fn decode_one<'a>(
     text: &'a str,
     depth: u8,
     out: &mut Vec<CloudEvent<'a>>,
+    raws: &mut Raws<'_, 'a>,
+) -> Result<(), DecodeError> {
+    let result = decode_shape(text, depth, out, raws);
+    if let Some(r) = raws.as_deref_mut() {
+        // Envelopes pushed their items' texts already; a single record adds its own.
+        r.resize(out.len(), text);
+    }
+    result
+}
+
+fn decode_shape<'a>(
+    text: &'a str,
+    depth: u8,
+    out: &mut Vec<CloudEvent<'a>>,
+    raws: &mut Raws<'_, 'a>,
 ) -> Result<(), DecodeError> {
     if text.starts_with("{\"schema\":\"cloud_event.v1\"") {
         return cloudevent::decode(text, out);
@@ -277,12 +314,16 @@ fn decode_one<'a>(
                     .or(top.items.as_ref())
                 {
                     for item in items {
-                        decode_one(item.get(), depth + 1, out)?;
+                        decode_one(item.get(), depth + 1, out, raws)?;
                     }
                     return Ok(());
                 }
                 if let (Some(_), Some(detail)) = (&top.detail_type, top.detail) {
-                    return aws::decode_eventbridge(detail.get(), top.account.clone(), out);
+                    let r = aws::decode_eventbridge(detail.get(), top.account.clone(), out);
+                    if let Some(rs) = raws.as_deref_mut() {
+                        rs.resize(out.len(), detail.get());
+                    }
+                    return r;
                 }
             }
             return Err(DecodeError::UnknownShape);

@@ -332,6 +332,7 @@ impl Service {
                 m.suppressed
                     .store(engine.suppressed_total(), Ordering::Relaxed);
                 m.watermark_ms.store(engine.watermark(), Ordering::Relaxed);
+                m.sigma(engine.sigma());
                 for (detector, st) in engine.detector_stats() {
                     Metrics::set_gauge(&m.keys, detector, st.keys as u64);
                     Metrics::set_gauge(&m.evicted, detector, st.evicted);
@@ -493,8 +494,15 @@ impl Processor {
         let result = match &mut self.pipeline {
             Pipeline::Repartitioned(t) => {
                 let clock = self.clocks.heard(&tp, consumed);
-                match t.stage1(&self.em, &tp, offset, payload, clock) {
-                    Ok(n) => {
+                match t.stage1(&self.em, &tp, offset, payload, clock, &mut self.alerts) {
+                    Ok(mut n) => {
+                        // Sigma detection-rule alerts, raised in stage 1.
+                        for alert in &self.alerts {
+                            let source = Some((tp.clone(), offset));
+                            self.em
+                                .produce_alert(alert, source, Some(ingested_ms), None);
+                            n += 1;
+                        }
                         self.em.offsets().done(&tp, offset, n);
                         return;
                     }

@@ -9,6 +9,15 @@
 //! (event_count, value_count, temporal, temporal_ordered) keep their state in stage 2, keyed by
 //! (correlation, group-by values), in event time, with the other detectors' durable state.
 
+pub mod config;
 pub mod correlation;
+pub mod detection;
+pub mod event;
+pub mod fields;
 pub mod hit;
+pub mod load;
 pub mod meta;
+
+pub use config::{SigmaAllow, SigmaConfig};
+pub use detection::SigmaDetector;
+pub use load::Rules;

@@ -46,6 +46,8 @@ pub const REPARTITION_OUT: &str = "cloudwarden_repartition_records_out_total";
 pub const REPARTITION_BYTES: &str = "cloudwarden_repartition_bytes_out_total";
 pub const REPARTITION_ERRORS: &str = "cloudwarden_repartition_errors_total";
 pub const REORDER_BUFFERED: &str = "cloudwarden_reorder_buffered";
+pub const SIGMA_MATCHES: &str = "cloudwarden_sigma_matches_total";
+pub const SIGMA_RULES: &str = "cloudwarden_sigma_rules_loaded";
 pub const REORDER_FORCED: &str = "cloudwarden_reorder_forced_total";
 
 /// Latency quantiles reported.
@@ -98,6 +100,10 @@ pub struct Metrics {
     pub repartition_errors: Mutex<BTreeMap<String, u64>>,
     pub reorder_buffered: AtomicU64,
     pub reorder_forced: AtomicU64,
+    /// Sigma detection-rule matches, by rule id (bounded: `sigma.max_rules`).
+    pub sigma_matches: Mutex<BTreeMap<String, u64>>,
+    /// Sigma rules, by state (`loaded`, `unsupported`).
+    pub sigma_rules: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Metrics {
@@ -138,6 +144,8 @@ impl Default for Metrics {
             assigned: AtomicU64::new(0),
             input_bytes: AtomicU64::new(0),
             repartition_out: Mutex::default(),
+            sigma_matches: Mutex::default(),
+            sigma_rules: Mutex::default(),
             repartition_bytes: AtomicU64::new(0),
             repartition_errors: Mutex::default(),
             reorder_buffered: AtomicU64::new(0),
@@ -164,6 +172,27 @@ impl Metrics {
 
     pub fn set_gauge(map: &Mutex<BTreeMap<String, u64>>, key: &str, v: u64) {
         lock(map).insert(key.to_owned(), v);
+    }
+
+    /// Publishes a Sigma detector's counts (rule count is bounded by the config).
+    pub fn sigma(&self, sigma: &crate::sigma::SigmaDetector) {
+        if sigma.is_off() {
+            return;
+        }
+        let rules = sigma.rules();
+        let mut m = lock(&self.sigma_matches);
+        for (r, n) in rules.detections.iter().zip(&sigma.stats().matches) {
+            if *n > 0 {
+                m.insert(r.id.clone(), *n);
+            }
+        }
+        drop(m);
+        Metrics::set_gauge(&self.sigma_rules, "loaded", rules.detections.len() as u64);
+        Metrics::set_gauge(
+            &self.sigma_rules,
+            "unsupported",
+            rules.unsupported.len() as u64,
+        );
     }
 
     pub fn alert(&self, detector: &str, severity: &str) {
@@ -265,6 +294,18 @@ impl Metrics {
                 out,
                 "{ALERTS}{{detector=\"{detector}\",severity=\"{severity}\"}} {n}"
             );
+        }
+        counter(
+            &mut out,
+            SIGMA_MATCHES,
+            "Sigma detection-rule matches, by rule id.",
+        );
+        for (rule, n) in lock(&self.sigma_matches).iter() {
+            let _ = writeln!(out, "{SIGMA_MATCHES}{{rule=\"{}\"}} {n}", escape(rule));
+        }
+        gauge(&mut out, SIGMA_RULES, "Sigma rules, loaded or unsupported.");
+        for (state, n) in lock(&self.sigma_rules).iter() {
+            let _ = writeln!(out, "{SIGMA_RULES}{{state=\"{state}\"}} {n}");
         }
         counter(
             &mut out,

@@ -28,6 +28,8 @@ mod replay;
 #[cfg(feature = "kafka")]
 mod scale_out;
 mod schema;
+mod sigma;
+
 mod sigma_correlation;
 mod state;
 mod stratus;

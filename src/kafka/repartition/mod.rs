@@ -82,6 +82,12 @@ pub struct Topology {
     resolution: i64,
     limits: DecodeLimits,
     decode_buf: Vec<CloudEvent<'static>>,
+    /// Sigma detection rules, matched in stage 1 where the raw record is.
+    sigma: crate::sigma::SigmaDetector,
+    /// Suppression of stage 1's Sigma alerts (this instance's input partitions; not durable).
+    sigma_suppressor: crate::alert::suppress::Suppressor,
+    /// Reused buffer of each event's raw text, for Sigma.
+    raw_buf: Vec<&'static str>,
     /// Beats being merged: (input partition, source) → (routing key, beat).
     beats: Beats,
     parts: BTreeMap<i32, Part>,
@@ -120,6 +126,12 @@ impl Topology {
             },
             config: config.clone(),
             decode_buf: Vec::new(),
+            sigma: crate::sigma::SigmaDetector::new(
+                config.sigma().clone(),
+                config.sigma.max_matched_fields,
+            ),
+            sigma_suppressor: crate::alert::suppress::Suppressor::new(&config.alerts.suppression),
+            raw_buf: Vec::new(),
             beats: HashMap::default(),
             parts: BTreeMap::new(),
             input_partitions,
@@ -183,6 +195,7 @@ impl Topology {
         m.repartition_bytes.store(c.bytes, Ordering::Relaxed);
         m.events.store(self.events, Ordering::Relaxed);
         m.late_events.store(self.late_events, Ordering::Relaxed);
+        m.sigma(&self.sigma);
         let buffered: usize = self.parts.values().map(|p| p.reorder.len()).sum();
         let forced: u64 = self.parts.values().map(|p| p.reorder.forced()).sum();
         m.reorder_buffered.store(buffered as u64, Ordering::Relaxed);

@@ -11,9 +11,10 @@
 //! contributed first to a beat still being merged stays buffered until that beat is sent.
 
 use super::{input_slot, partition_of, RepartitionCounts, Topology};
+use crate::alert::Alert;
 use crate::catalog::Matches;
 use crate::detect::{Beat, DetectorSet, RegionSeen};
-use crate::engine::with_decoded;
+use crate::engine::with_decoded_raw;
 use crate::event::{CloudEvent, DecodeError};
 use crate::kafka::clock::{Clocks, MarkTiming, PartitionClock};
 use crate::kafka::emitter::{Emitter, Out, Source};
@@ -39,7 +40,9 @@ pub(super) struct PendingBeat {
 }
 
 impl Topology {
-    /// Stage 1: one input record. Returns the messages it caused (for the offset bookkeeping).
+    /// Stage 1: one input record. Returns the messages it caused (for the offset bookkeeping);
+    /// the Sigma detection rules' alerts (suppressed already) are added to `alerts`, for the
+    /// caller to produce against this record's offset.
     pub fn stage1(
         &mut self,
         em: &Emitter,
@@ -47,11 +50,13 @@ impl Topology {
         offset: i64,
         payload: &[u8],
         clock: &mut PartitionClock,
+        alerts: &mut Vec<Alert>,
     ) -> Result<u32, DecodeError> {
         let mut produced = 0u32;
         let lateness = self.lateness;
         let limits = self.limits;
         let mut decode_buf = std::mem::take(&mut self.decode_buf);
+        let mut raw_buf = std::mem::take(&mut self.raw_buf);
         let slot = input_slot(&self.config, tp);
         let Topology {
             router,
@@ -63,41 +68,67 @@ impl Topology {
             topic,
             events: n_events,
             late_events,
+            sigma,
             ..
         } = self;
-        let result = with_decoded(payload, &limits, &mut decode_buf, |events| {
-            for (idx, ev) in events.iter().enumerate() {
-                *n_events += 1;
-                // Lateness is judged by stage 2, against the watermark of all input partitions
-                // (as a Flink operator judges it against the minimum of its inputs): an event
-                // behind its own partition's watermark may still be ahead of everyone's.
-                // Counted here for the metrics only.
-                let wm = clock.max_event_time.saturating_sub(lateness);
-                if clock.max_event_time > i64::MIN && ev.time < wm {
-                    *late_events += 1;
+        let sigma_on = !sigma.is_off();
+        let first_alert = alerts.len();
+        let result = with_decoded_raw(
+            payload,
+            &limits,
+            &mut decode_buf,
+            &mut raw_buf,
+            |events, raws| {
+                for (idx, ev) in events.iter().enumerate() {
+                    if sigma_on {
+                        // Detection rules are stateless: matched here, on the raw record.
+                        sigma.match_event(ev, raws[idx], alerts);
+                    }
+                    *n_events += 1;
+                    // Lateness is judged by stage 2, against the watermark of all input partitions
+                    // (as a Flink operator judges it against the minimum of its inputs): an event
+                    // behind its own partition's watermark may still be ahead of everyone's.
+                    // Counted here for the metrics only.
+                    let wm = clock.max_event_time.saturating_sub(lateness);
+                    if clock.max_event_time > i64::MIN && ev.time < wm {
+                        *late_events += 1;
+                    }
+                    let late = false;
+                    clock.max_event_time = clock.max_event_time.max(ev.time);
+                    let matches = catalog.classify(ev);
+                    let mut sink = KafkaSink {
+                        out: Repartition {
+                            em,
+                            topic,
+                            partitions: *partitions,
+                            buf,
+                            counts,
+                        },
+                        tp,
+                        slot,
+                        offset,
+                        idx: idx as u32,
+                        beats,
+                        produced: &mut produced,
+                    };
+                    router.route(ev, &matches, late, &mut sink);
                 }
-                let late = false;
-                clock.max_event_time = clock.max_event_time.max(ev.time);
-                let matches = catalog.classify(ev);
-                let mut sink = KafkaSink {
-                    out: Repartition {
-                        em,
-                        topic,
-                        partitions: *partitions,
-                        buf,
-                        counts,
-                    },
-                    tp,
-                    slot,
-                    offset,
-                    idx: idx as u32,
-                    beats,
-                    produced: &mut produced,
-                };
-                router.route(ev, &matches, late, &mut sink);
-            }
-        });
+            },
+        );
         self.decode_buf = decode_buf;
+        self.raw_buf = raw_buf;
+        if result.is_ok() && sigma_on {
+            let mut kept = first_alert;
+            for i in first_alert..alerts.len() {
+                if self.sigma_suppressor.admit(&mut alerts[i]) {
+                    alerts.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            alerts.truncate(kept);
+        } else {
+            alerts.truncate(first_alert);
+        }
         result.map(|()| produced)
     }
 

@@ -1,0 +1,398 @@
+//! Loading Sigma rules: files (and globs) → parsed collections (rsigma-parser) → pipelines →
+//! log-source route → compiled detection rules (rsigma-eval), each with a stable index.
+//!
+//! A rule that cannot run is kept as [`Unsupported`] with the reason (parse error with the file,
+//! unknown log source, unmapped field, compile error); it never stops the others. Correlation
+//! rules are kept parsed for the correlation stage, which refers to detection rules by id or
+//! name ([`Rules::by_reference`]).
+
+use super::config::SigmaConfig;
+use super::fields::Route;
+use crate::config::{invalid, ConfigError};
+use rsigma_eval::{CompiledRule, Pipeline, RuleFieldSet};
+use rsigma_parser::{CorrelationRule, SigmaCollection, SigmaRule};
+use std::path::{Path, PathBuf};
+
+/// One loaded detection rule. Its position in [`Rules::detections`] is its index.
+#[derive(Debug, Clone)]
+pub struct DetectionRule {
+    pub index: u16,
+    /// `id`, else `name`, else the title.
+    pub id: String,
+    pub name: Option<String>,
+    pub title: String,
+    pub level: Option<rsigma_parser::Level>,
+    pub author: Option<String>,
+    pub tags: Vec<String>,
+    pub techniques: Vec<String>,
+    pub route: Route,
+    pub file: String,
+    pub compiled: CompiledRule,
+    /// After `enabled` / `disabled`.
+    pub runs: bool,
+    pub dry_run: bool,
+    /// Scope patterns in which this rule raises no alert.
+    pub allow_scopes: Vec<String>,
+}
+
+impl DetectionRule {
+    pub fn level_text(&self) -> &'static str {
+        use rsigma_parser::Level;
+        match self.level {
+            Some(Level::Informational) => "informational",
+            Some(Level::Low) => "low",
+            None | Some(Level::Medium) => "medium",
+            Some(Level::High) => "high",
+            Some(Level::Critical) => "critical",
+        }
+    }
+
+    /// Rule id, name, a tag (case-insensitive) or `*`.
+    pub fn selected_by(&self, selector: &str) -> bool {
+        selector == "*"
+            || self.id == selector
+            || self.name.as_deref() == Some(selector)
+            || self.tags.iter().any(|t| t.eq_ignore_ascii_case(selector))
+    }
+}
+
+/// A rule that does not run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    pub file: String,
+    pub title: String,
+    pub id: Option<String>,
+    /// `product/service` as the rule writes it.
+    pub logsource: String,
+    pub reason: String,
+}
+
+/// The loaded rule set.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub detections: Vec<DetectionRule>,
+    pub unsupported: Vec<Unsupported>,
+    pub correlations: Vec<CorrelationRule>,
+    /// Files that failed to read or parse as a whole.
+    pub file_errors: Vec<(String, String)>,
+    /// Running rules' indices per route ([`Route::index`]).
+    by_route: Vec<Vec<u16>>,
+}
+
+impl Rules {
+    pub fn is_empty(&self) -> bool {
+        self.detections.is_empty()
+    }
+
+    /// The running rules of a route.
+    pub fn of_route(&self, route: Route) -> &[u16] {
+        self.by_route
+            .get(route.index())
+            .map_or(&[][..], Vec::as_slice)
+    }
+
+    pub fn get(&self, index: u16) -> Option<&DetectionRule> {
+        self.detections.get(usize::from(index))
+    }
+
+    /// A detection rule by id or name (how correlation rules refer to them).
+    pub fn by_reference(&self, reference: &str) -> Option<&DetectionRule> {
+        self.detections
+            .iter()
+            .find(|r| r.id == reference || r.name.as_deref() == Some(reference))
+    }
+
+    /// Loads files with pipelines; no selection (every loadable rule runs).
+    pub fn load_files(files: &[PathBuf], pipelines: &[Pipeline]) -> Rules {
+        let mut rules = Rules::default();
+        for file in files {
+            rules.load_file(file, pipelines);
+        }
+        rules.index();
+        rules
+    }
+
+    fn load_file(&mut self, file: &Path, pipelines: &[Pipeline]) {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                self.file_errors.push((name, e.to_string()));
+                return;
+            }
+        };
+        let collection = match rsigma_parser::parse_sigma_yaml(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.file_errors.push((name.clone(), e.to_string()));
+                self.unsupported.push(Unsupported {
+                    file: name,
+                    title: String::new(),
+                    id: None,
+                    logsource: String::new(),
+                    reason: format!("parse error: {e}"),
+                });
+                return;
+            }
+        };
+        for e in &collection.errors {
+            self.file_errors.push((name.clone(), e.clone()));
+            self.unsupported.push(Unsupported {
+                file: name.clone(),
+                title: String::new(),
+                id: None,
+                logsource: String::new(),
+                reason: format!("parse error: {e}"),
+            });
+        }
+        self.correlations
+            .extend(collection.correlations.iter().cloned());
+        for rule in collection.rules {
+            self.load_rule(&name, rule, pipelines);
+        }
+    }
+
+    fn load_rule(&mut self, file: &str, mut rule: SigmaRule, pipelines: &[Pipeline]) {
+        let logsource = format!(
+            "{}/{}",
+            rule.logsource.product.as_deref().unwrap_or("-"),
+            rule.logsource.service.as_deref().unwrap_or("-")
+        );
+        let unsupported = |rule: &SigmaRule, reason: String| Unsupported {
+            file: file.to_owned(),
+            title: rule.title.clone(),
+            id: rule.id.clone(),
+            logsource: logsource.clone(),
+            reason,
+        };
+        if let Err(e) = rsigma_eval::apply_pipelines(pipelines, &mut rule) {
+            let u = unsupported(&rule, format!("pipeline: {e}"));
+            self.unsupported.push(u);
+            return;
+        }
+        let Some(route) = Route::of_logsource(
+            rule.logsource.product.as_deref(),
+            rule.logsource.service.as_deref(),
+        ) else {
+            let u = unsupported(&rule, format!("unknown log source {logsource}"));
+            self.unsupported.push(u);
+            return;
+        };
+        let mut one = SigmaCollection::new();
+        one.rules.push(rule.clone());
+        let fields = RuleFieldSet::collect(&one, &[], false);
+        if let Some(reason) = fields.names().find_map(|f| route.unmappable(f)) {
+            let u = unsupported(&rule, reason);
+            self.unsupported.push(u);
+            return;
+        }
+        let compiled = match rsigma_eval::compile_rule(&rule) {
+            Ok(c) => c,
+            Err(e) => {
+                let u = unsupported(&rule, format!("cannot compile: {e}"));
+                self.unsupported.push(u);
+                return;
+            }
+        };
+        let Ok(index) = u16::try_from(self.detections.len()) else {
+            let u = unsupported(&rule, "more than 65535 detection rules".to_owned());
+            self.unsupported.push(u);
+            return;
+        };
+        self.detections.push(DetectionRule {
+            index,
+            id: rule
+                .id
+                .clone()
+                .or_else(|| rule.name.clone())
+                .unwrap_or_else(|| rule.title.clone()),
+            name: rule.name.clone(),
+            title: rule.title.clone(),
+            level: rule.level,
+            author: rule.author.clone(),
+            techniques: super::meta::techniques(&rule.tags),
+            tags: rule.tags,
+            route,
+            file: file.to_owned(),
+            compiled,
+            runs: true,
+            dry_run: false,
+            allow_scopes: Vec::new(),
+        });
+    }
+
+    fn index(&mut self) {
+        self.by_route = vec![Vec::new(); Route::ALL.len()];
+        for r in &self.detections {
+            if r.runs {
+                self.by_route[r.route.index()].push(r.index);
+            }
+        }
+    }
+
+    /// Loads what a `[sigma]` section names and applies its selections; errors name the key.
+    pub fn from_config(cfg: &SigmaConfig) -> Result<Rules, ConfigError> {
+        if cfg.rules.is_empty() {
+            return Ok(Rules::default());
+        }
+        crate::config::at_least_one("sigma.max_rules", cfg.max_rules)?;
+        let mut files = Vec::new();
+        for (i, pattern) in cfg.rules.iter().enumerate() {
+            let found = expand(pattern).map_err(|m| invalid(format!("sigma.rules[{i}]"), m))?;
+            if found.is_empty() {
+                return Err(invalid(
+                    format!("sigma.rules[{i}]"),
+                    format!("`{pattern}` matches no rule file"),
+                ));
+            }
+            files.extend(found);
+        }
+        files.sort();
+        files.dedup();
+        let mut pipelines = Vec::new();
+        for (i, p) in cfg.pipelines.iter().enumerate() {
+            let pipeline = rsigma_eval::parse_pipeline_file(Path::new(p))
+                .map_err(|e| invalid(format!("sigma.pipelines[{i}]"), format!("{p}: {e}")))?;
+            pipelines.push(pipeline);
+        }
+        let mut rules = Rules::load_files(&files, &pipelines);
+        if rules.detections.len() > cfg.max_rules {
+            return Err(invalid(
+                "sigma.max_rules",
+                format!(
+                    "{} detection rules loaded, more than the {} allowed",
+                    rules.detections.len(),
+                    cfg.max_rules
+                ),
+            ));
+        }
+        let check = |key: &str, list: &[String], rules: &Rules| -> Result<(), ConfigError> {
+            for (i, s) in list.iter().enumerate() {
+                let known = rules.detections.iter().any(|r| r.selected_by(s))
+                    || rules
+                        .unsupported
+                        .iter()
+                        .any(|u| u.id.as_deref() == Some(s.as_str()));
+                if !known {
+                    return Err(invalid(
+                        format!("{key}[{i}]"),
+                        format!("`{s}` is no loaded rule's id, name or tag"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        check("sigma.enabled", &cfg.enabled, &rules)?;
+        check("sigma.disabled", &cfg.disabled, &rules)?;
+        check("sigma.dry_run", &cfg.dry_run, &rules)?;
+        for (i, a) in cfg.allow.iter().enumerate() {
+            check(&format!("sigma.allow[{i}].rules"), &a.rules, &rules)?;
+            if a.scope.is_empty() {
+                return Err(invalid(
+                    format!("sigma.allow[{i}].scope"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for r in &mut rules.detections {
+            let sel = |list: &[String]| list.iter().any(|s| r.selected_by(s));
+            let runs = (cfg.enabled.is_empty() || sel(&cfg.enabled)) && !sel(&cfg.disabled);
+            let dry_run = sel(&cfg.dry_run);
+            r.runs = runs;
+            r.dry_run = dry_run;
+            r.allow_scopes = cfg
+                .allow
+                .iter()
+                .filter(|a| a.rules.iter().any(|s| r.selected_by(s)))
+                .map(|a| a.scope.clone())
+                .collect();
+        }
+        rules.index();
+        Ok(rules)
+    }
+
+    /// Loaded / unsupported counts per log source, sorted.
+    pub fn summary(&self) -> Vec<(String, usize, usize)> {
+        let mut m: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for r in &self.detections {
+            m.entry(r.route.as_str().to_owned()).or_default().0 += 1;
+        }
+        for u in &self.unsupported {
+            m.entry(u.logsource.clone()).or_default().1 += 1;
+        }
+        m.into_iter().map(|(k, (a, b))| (k, a, b)).collect()
+    }
+}
+
+/// A path, a directory (its `*.yml` / `*.yaml`, recursively) or a glob → rule files, sorted.
+pub fn expand(pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let is_glob = pattern.contains(['*', '?', '[', '{']);
+    if !is_glob {
+        let p = Path::new(pattern);
+        if p.is_dir() {
+            let mut out = Vec::new();
+            walk(p, &mut out).map_err(|e| format!("{pattern}: {e}"))?;
+            out.retain(|f| is_yaml(f));
+            out.sort();
+            return Ok(out);
+        }
+        if p.is_file() {
+            return Ok(vec![p.to_path_buf()]);
+        }
+        return Err(format!("`{pattern}`: no such file or directory"));
+    }
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("bad glob `{pattern}`: {e}"))?
+        .compile_matcher();
+    // Walk from the longest leading part without glob characters.
+    let mut base = PathBuf::new();
+    for comp in Path::new(pattern).components() {
+        let s = comp.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[', '{']) {
+            break;
+        }
+        base.push(comp);
+    }
+    if base.as_os_str().is_empty() {
+        base.push(".");
+    }
+    let mut all = Vec::new();
+    if base.is_dir() {
+        walk(&base, &mut all).map_err(|e| format!("{}: {e}", base.display()))?;
+    }
+    let strip_dot = !pattern.starts_with("./");
+    let mut out: Vec<PathBuf> = all
+        .into_iter()
+        .filter(|f| {
+            let f = if strip_dot {
+                f.strip_prefix(".").unwrap_or(f)
+            } else {
+                f
+            };
+            glob.is_match(f)
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn is_yaml(f: &Path) -> bool {
+    matches!(
+        f.extension().and_then(|e| e.to_str()),
+        Some("yml") | Some("yaml")
+    )
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
