@@ -60,6 +60,8 @@ pub struct Engine {
     raws: Vec<&'static str>,
     /// Reused buffer of Sigma alerts before suppression.
     sigma_alerts: Vec<Alert>,
+    /// Reused buffer of Sigma hits for the correlation rules.
+    sigma_hits: Vec<crate::sigma::hit::Hit<'static>>,
     /// Newest event time of the last record processed.
     last_record_time: Option<i64>,
     stats: EngineStats,
@@ -109,6 +111,7 @@ impl Engine {
             sigma: SigmaDetector::new(config.sigma().clone(), config.sigma.max_matched_fields),
             raws: Vec::new(),
             sigma_alerts: Vec::new(),
+            sigma_hits: Vec::new(),
             last_record_time: None,
             stats: EngineStats::default(),
         })
@@ -199,12 +202,20 @@ impl Engine {
     /// through suppression. Stateless, so late events match too.
     pub fn match_sigma(&mut self, ev: &CloudEvent<'_>, raw: &str, out: &mut Vec<Alert>) {
         let mut alerts = std::mem::take(&mut self.sigma_alerts);
-        self.sigma.match_event(ev, raw, &mut alerts);
+        let mut hits = std::mem::take(&mut self.sigma_hits);
+        let late = ev.time < self.watermark.current();
+        let origin = (0, i64::try_from(self.stats.records).unwrap_or(i64::MAX), 0);
+        self.sigma
+            .match_event_hits(ev, raw, origin, late, &mut alerts, &mut hits);
         for a in alerts.drain(..) {
             self.stateful
                 .emit_external(crate::sigma::detection::DETECTOR, a, out);
         }
+        for h in hits.drain(..) {
+            self.stateful.sigma_hit(&h, out);
+        }
         self.sigma_alerts = alerts;
+        self.sigma_hits = hits;
     }
 
     /// The Sigma detector (loaded rules, match counts).

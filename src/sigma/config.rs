@@ -29,6 +29,8 @@ pub struct SigmaConfig {
     pub max_rules: usize,
     /// At most this many matched (field, value) pairs are kept in an alert.
     pub max_matched_fields: usize,
+    /// `[sigma.correlation]`: bounds and window resolution of the correlation rules' state.
+    pub correlation: crate::sigma::correlation::CorrelationSettings,
 }
 
 impl Default for SigmaConfig {
@@ -42,6 +44,7 @@ impl Default for SigmaConfig {
             allow: Vec::new(),
             max_rules: 2000,
             max_matched_fields: 16,
+            correlation: Default::default(),
         }
     }
 }

@@ -102,11 +102,43 @@ impl SigmaDetector {
     }
 
     /// Matches one event and pushes one alert per matching rule (before suppression). Rules
-    /// allow-listed for the event's scope are counted, not alerted.
+    /// allow-listed for the event's scope are counted, not alerted; rules that only feed
+    /// correlations (`generate: false`) raise no alert of their own.
     pub fn match_event(&mut self, ev: &CloudEvent<'_>, raw: &str, out: &mut Vec<Alert>) {
+        self.match_event_hits(ev, raw, (0, 0, 0), false, out, &mut Vec::new());
+    }
+
+    /// [`Self::match_event`], and one [`Hit`] per (match, correlation that consumes it) into
+    /// `hits`, for the correlation stage. `origin` and `late` are the event's.
+    pub fn match_event_hits(
+        &mut self,
+        ev: &CloudEvent<'_>,
+        raw: &str,
+        origin: (i32, i64, u32),
+        late: bool,
+        out: &mut Vec<Alert>,
+        hits: &mut Vec<Hit<'static>>,
+    ) {
         let max = self.max_matched_fields;
         let mut allowed = 0;
-        self.evaluate(ev, raw, |rule, _, result| {
+        let rules = Arc::clone(&self.rules);
+        self.evaluate(ev, raw, |rule, sev, result| {
+            for c in rules.consumers(rule.index) {
+                let group: Vec<&str> = c.group_by.iter().map(String::as_str).collect();
+                let hit = hit_of(
+                    c.correlation,
+                    rule.index,
+                    sev,
+                    &group,
+                    c.value_field.as_deref(),
+                    origin,
+                    late,
+                );
+                hits.push(hit.into_owned());
+            }
+            if rules.quiet(rule.index) {
+                return;
+            }
             let scope = ev.cloud_account_uid.as_ref();
             if rule
                 .allow_scopes
@@ -140,25 +172,45 @@ impl SigmaDetector {
         origin: (i32, i64, u32),
         late: bool,
     ) -> Hit<'e> {
-        let ev = event.ev;
-        Hit {
+        hit_of(
             correlation,
             detection,
-            time: ev.time,
+            event,
+            group_by,
+            value_field,
             origin,
             late,
-            group: group_by
-                .iter()
-                .map(|f| self.field_value(event, f).unwrap_or(Cow::Borrowed("")))
-                .collect(),
-            value: value_field.and_then(|f| self.field_value(event, f)),
-            provider: ev.cloud_provider,
-            scope: Cow::Borrowed(ev.cloud_account_uid.as_ref()),
-            region: Cow::Borrowed(ev.cloud_region.as_ref()),
-            principal: Some(Cow::Borrowed(ev.actor_user_uid.as_ref())),
-            event_id: Cow::Borrowed(ev.metadata_uid.as_deref().unwrap_or("")),
-            operation: Cow::Borrowed(ev.api_operation.as_ref()),
-        }
+        )
+    }
+}
+
+fn hit_of<'e>(
+    correlation: u16,
+    detection: u16,
+    event: &'e SigmaEvent<'e>,
+    group_by: &[&str],
+    value_field: Option<&str>,
+    origin: (i32, i64, u32),
+    late: bool,
+) -> Hit<'e> {
+    let ev = event.ev;
+    Hit {
+        correlation,
+        detection,
+        time: ev.time,
+        origin,
+        late,
+        group: group_by
+            .iter()
+            .map(|f| event.text(f).unwrap_or(Cow::Borrowed("")))
+            .collect(),
+        value: value_field.and_then(|f| event.text(f)),
+        provider: ev.cloud_provider,
+        scope: Cow::Borrowed(ev.cloud_account_uid.as_ref()),
+        region: Cow::Borrowed(ev.cloud_region.as_ref()),
+        principal: Some(Cow::Borrowed(ev.actor_user_uid.as_ref())),
+        event_id: Cow::Borrowed(ev.metadata_uid.as_deref().unwrap_or("")),
+        operation: Cow::Borrowed(ev.api_operation.as_ref()),
     }
 }
 

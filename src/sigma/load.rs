@@ -9,6 +9,7 @@
 use super::config::SigmaConfig;
 use super::fields::Route;
 use crate::config::{invalid, ConfigError};
+use crate::sigma::correlation::{self, Consumer, CorrelationSettings, Correlations, DetectionRef};
 use rsigma_eval::{CompiledRule, Pipeline, RuleFieldSet};
 use rsigma_parser::{CorrelationRule, SigmaCollection, SigmaRule};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,17 @@ pub struct Rules {
     pub file_errors: Vec<(String, String)>,
     /// Running rules' indices per route ([`Route::index`]).
     by_route: Vec<Vec<u16>>,
+    /// The correlation rules' settings, and what compiling them found (see [`Rules::link`]).
+    pub correlation_settings: CorrelationSettings,
+    /// Correlation rules that do not run, and why.
+    pub correlation_unsupported: Vec<correlation::Unsupported>,
+    /// Correlation rules that run.
+    pub correlations_loaded: usize,
+    /// Per detection rule: the correlations that consume its matches.
+    consumers: Vec<Vec<Consumer>>,
+    /// Per detection rule: it is referenced only by correlations with `generate: false` (the
+    /// Sigma default), so its matches feed them and raise no alert of their own.
+    quiet: Vec<bool>,
 }
 
 impl Rules {
@@ -109,6 +121,7 @@ impl Rules {
             rules.load_file(file, pipelines);
         }
         rules.index();
+        rules.link(&CorrelationSettings::default());
         rules
     }
 
@@ -236,6 +249,11 @@ impl Rules {
             return Ok(Rules::default());
         }
         crate::config::at_least_one("sigma.max_rules", cfg.max_rules)?;
+        let c = &cfg.correlation;
+        crate::config::at_least_one("sigma.correlation.max_keys", c.max_keys)?;
+        crate::config::at_least_one("sigma.correlation.panes", c.panes as usize)?;
+        crate::config::at_least_one("sigma.correlation.max_distinct", c.max_distinct)?;
+        crate::config::at_least_one("sigma.correlation.max_evidence", c.max_evidence)?;
         let mut files = Vec::new();
         for (i, pattern) in cfg.rules.iter().enumerate() {
             let found = expand(pattern).map_err(|m| invalid(format!("sigma.rules[{i}]"), m))?;
@@ -308,7 +326,71 @@ impl Rules {
                 .collect();
         }
         rules.index();
+        rules.link(&cfg.correlation);
         Ok(rules)
+    }
+
+    /// Compiles the correlation rules against the detection rules once, to learn which
+    /// correlations consume which rule's matches (stage 1 needs that, not the state) and which
+    /// correlations cannot run.
+    pub fn link(&mut self, settings: &CorrelationSettings) {
+        self.correlation_settings = settings.clone();
+        let (c, unsupported) = self.compile_correlations();
+        self.correlation_unsupported = unsupported;
+        self.correlations_loaded = c.len();
+        self.consumers = (0..self.detections.len())
+            .map(|d| c.consumers(d).to_vec())
+            .collect();
+        self.quiet = (0..self.detections.len())
+            .map(|d| {
+                let consumers = c.consumers(d);
+                !consumers.is_empty()
+                    && consumers.iter().all(|k| {
+                        let id = c.rule_id(k.correlation);
+                        !self.correlations.iter().any(|r| {
+                            let name = r.id.as_deref().or(r.name.as_deref());
+                            r.generate && Some(name.unwrap_or(r.title.as_str())) == id
+                        })
+                    })
+            })
+            .collect();
+    }
+
+    fn compile_correlations(&self) -> (Correlations, Vec<correlation::Unsupported>) {
+        let refs: Vec<DetectionRef> = self
+            .detections
+            .iter()
+            .map(|r| DetectionRef {
+                id: Some(r.id.clone()),
+                name: r.name.clone(),
+                title: r.title.clone(),
+                tags: r.tags.clone(),
+            })
+            .collect();
+        Correlations::new(&self.correlations, &refs, &self.correlation_settings)
+    }
+
+    /// Fresh correlation state for the loaded correlation rules (none loaded: `None`).
+    pub fn new_correlations(&self) -> Option<Correlations> {
+        if self.correlations_loaded == 0 {
+            return None;
+        }
+        Some(self.compile_correlations().0)
+    }
+
+    /// The correlations that consume detection rule `detection`'s matches.
+    pub fn consumers(&self, detection: u16) -> &[Consumer] {
+        self.consumers
+            .get(usize::from(detection))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether rule `detection` only feeds correlations (`generate: false`): no alert of its own.
+    pub fn quiet(&self, detection: u16) -> bool {
+        self.quiet
+            .get(usize::from(detection))
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Loaded / unsupported counts per log source, sorted.

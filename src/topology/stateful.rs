@@ -53,10 +53,18 @@ pub struct Stateful {
 impl Stateful {
     /// The stateful stage of a checked config, with its compiled catalog.
     pub fn from_valid(config: &Valid) -> Stateful {
-        Stateful::build(config, config.catalog().clone())
+        Stateful::build(
+            config,
+            config.catalog().clone(),
+            config.sigma().new_correlations(),
+        )
     }
 
-    fn build(config: &Config, catalog: Arc<Catalog>) -> Stateful {
+    fn build(
+        config: &Config,
+        catalog: Arc<Catalog>,
+        correlations: Option<Correlations>,
+    ) -> Stateful {
         let shared = detect::Shared {
             evidence_ring: config.alerts.evidence_ring,
         };
@@ -73,7 +81,7 @@ impl Stateful {
             watermark: i64::MIN,
             raised: Vec::new(),
             stats: AlertStats::default(),
-            correlations: None,
+            correlations,
             tracking: false,
         }
     }

@@ -73,6 +73,8 @@ impl Topology {
         } = self;
         let sigma_on = !sigma.is_off();
         let first_alert = alerts.len();
+        // Matches of rules that correlations consume, forwarded to stage 2 by group key.
+        let mut hits: Vec<crate::sigma::hit::Hit<'static>> = Vec::new();
         let result = with_decoded_raw(
             payload,
             &limits,
@@ -81,8 +83,10 @@ impl Topology {
             |events, raws| {
                 for (idx, ev) in events.iter().enumerate() {
                     if sigma_on {
-                        // Detection rules are stateless: matched here, on the raw record.
-                        sigma.match_event(ev, raws[idx], alerts);
+                        // Detection rules are stateless: matched here, on the raw record. Their
+                        // matches for correlation rules go to stage 2, which judges lateness.
+                        let origin = (slot, offset, idx as u32);
+                        sigma.match_event_hits(ev, raws[idx], origin, false, alerts, &mut hits);
                     }
                     *n_events += 1;
                     // Lateness is judged by stage 2, against the watermark of all input partitions
@@ -112,6 +116,11 @@ impl Topology {
                         produced: &mut produced,
                     };
                     router.route(ev, &matches, late, &mut sink);
+                    for hit in hits.drain(..) {
+                        wire::encode_hit(sink.out.buf, &hit);
+                        sink.out.send(hit.route_key(), sink.source());
+                        *sink.produced += 1;
+                    }
                 }
             },
         );

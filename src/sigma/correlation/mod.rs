@@ -74,8 +74,9 @@ pub struct Consumer {
     pub value_field: Option<String>,
 }
 
-/// Correlation tunables (the lead hooks them into `[sigma]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Correlation tunables: the `[sigma.correlation]` config table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CorrelationSettings {
     /// Groups held over all correlations; the least recently active is evicted beyond it.
     /// Default 100 000.
