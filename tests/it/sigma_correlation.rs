@@ -618,7 +618,7 @@ fn new_access_key_then_stop_logging() {
     assert!(run(&mut c, &real).is_empty());
     let t = parse_rfc3339_ms(key["eventTime"].as_str().unwrap()).unwrap();
     let after = retime(&stop, t + 10 * MIN, 1, &[]);
-    let hits = rules.stream(&c, &[after.clone()]);
+    let hits = rules.stream(&c, std::slice::from_ref(&after));
     let alerts = run(&mut c, &hits);
     assert_eq!(alerts.len(), 1);
     same_alerts_from_the_engine(file, &[stop.clone(), key.clone(), after], &alerts);
