@@ -538,16 +538,23 @@ fn cmd_sigma(command: SigmaCommand) -> anyhow::Result<ExitCode> {
             for u in &rules.unsupported {
                 println!("unsupported  {}  {}  {}", u.file, u.title, u.reason);
             }
+            for u in &rules.correlation_unsupported {
+                println!(
+                    "unsupported  correlation  {}  {}  {}",
+                    u.id, u.title, u.reason
+                );
+            }
             println!();
             println!("{:32}{:>8}{:>13}", "log source", "loaded", "unsupported");
             for (ls, loaded, unsupported) in rules.summary() {
                 println!("{ls:32}{loaded:>8}{unsupported:>13}");
             }
             println!(
-                "{} detection rules loaded, {} unsupported, {} correlation rules, {} files",
+                "{} detection rules loaded, {} unsupported, {} correlation rules ({} run), {} files",
                 rules.detections.len(),
                 rules.unsupported.len(),
                 rules.correlations.len(),
+                rules.correlations_loaded,
                 paths.len()
             );
             for (f, e) in &rules.file_errors {

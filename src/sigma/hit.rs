@@ -19,8 +19,9 @@ pub struct Hit<'a> {
     pub detection: u16,
     /// Event time, epoch ms.
     pub time: i64,
-    /// (input partition, offset, index in record): with `time`, a total order of the hits that
-    /// does not depend on how many instances produced them.
+    /// (input partition, offset, index): with `time`, a total order of the hits that does not
+    /// depend on how many instances produced them. Stage 1 sets the index to the event's index
+    /// in its record << 8 | the hit's index among the event's hits, so each hit has its own.
     pub origin: (i32, i64, u32),
     /// The event was older than the watermark at its input.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -116,7 +116,10 @@ impl Topology {
                         produced: &mut produced,
                     };
                     router.route(ev, &matches, late, &mut sink);
-                    for hit in hits.drain(..) {
+                    for (j, mut hit) in hits.drain(..).enumerate() {
+                        // Each hit its own origin (an event can give several), so that stage 2
+                        // tells a resent hit from the next one.
+                        hit.origin.2 = hit_index(idx as u32, j);
                         wire::encode_hit(sink.out.buf, &hit);
                         sink.out.send(hit.route_key(), sink.source());
                         *sink.produced += 1;
@@ -368,4 +371,11 @@ impl Sink for KafkaSink<'_> {
         *self.produced += 1;
         self.out.counts.regions += 1;
     }
+}
+
+/// A hit's origin index: the event's index in its record (high 24 bits) and the hit's index among
+/// the event's hits (low 8 bits; an event with more than 256 hits shares the last value, so
+/// stage 2 may take one of those for a resend after a crash).
+pub(crate) fn hit_index(event: u32, hit: usize) -> u32 {
+    (event << 8) | u32::try_from(hit.min(255)).unwrap_or(255)
 }

@@ -211,7 +211,7 @@ impl Topology {
                 }
             }
             Item::Hit(hit) => {
-                if !was_buffered && !resent_by_us && resent_hit(&mut part.arrived, hit.origin) {
+                if !was_buffered && !resent_by_us && resent(&mut part.arrived, HITS, hit.origin) {
                     return 0;
                 }
                 if hit.late || hit.time < part.watermark {
@@ -322,7 +322,7 @@ fn stage2_watermark(part: &Part, inputs: &[(String, i32)], idle_after: Duration)
 const PRINCIPAL_EVENTS: u8 = 0;
 const SCOPE_EVENTS: u8 = 1;
 const REGIONS: u8 = 2;
-/// Sigma hits (one input event can give several, with the same origin).
+/// Sigma hits (one input event can give several; stage 1 gives each its own origin index).
 const HITS: u8 = 3;
 
 fn event_stream(detectors: DetectorSet, scope_keyed: DetectorSet) -> u8 {
@@ -331,19 +331,6 @@ fn event_stream(detectors: DetectorSet, scope_keyed: DetectorSet) -> u8 {
     } else {
         PRINCIPAL_EVENTS
     }
-}
-
-/// [`resent`] for Sigma hits: the hits of one event share its origin, so only an older origin
-/// is a resend (after a stage-1 crash, the hits of the newest origin received can be seen
-/// twice).
-fn resent_hit(arrived: &mut HashMap<(i32, u8), (i64, u32)>, origin: wire::Origin) -> bool {
-    let (slot, offset, idx) = origin;
-    let newest = arrived.entry((slot, HITS)).or_insert((offset, idx));
-    if (offset, idx) < *newest {
-        return true;
-    }
-    *newest = (offset, idx);
-    false
 }
 
 /// Whether an item from stage 1 was already received (stage 1 read its input again after a
