@@ -190,3 +190,62 @@ impl Event for SigmaEvent<'_> {
         self.raw.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Provider;
+    use serde_json::json;
+
+    fn ev() -> CloudEvent<'static> {
+        CloudEvent::new(
+            0,
+            Provider::EntraId,
+            "t".into(),
+            "s".into(),
+            "Op".into(),
+            "p".into(),
+        )
+    }
+
+    #[test]
+    fn microsoft_names_compare_case_insensitively_with_a_properties_fallback() {
+        let raw = json!({
+            "operationName": {"value": "MICROSOFT.X/DELETE", "localizedValue": "Delete"},
+            "properties": {"loggedByService": "Core Directory"},
+            "TargetResources": "[{\"modifiedProperties\":[{\"newValue\":\"abc\"}]}]"
+        });
+        let e = ev();
+        let s = SigmaEvent::new(Route::EntraAudit, &raw, &e);
+        assert_eq!(
+            s.text("OperationName").as_deref(),
+            Some("MICROSOFT.X/DELETE")
+        );
+        assert_eq!(s.text("LoggedByService").as_deref(), Some("Core Directory"));
+        assert_eq!(
+            s.text("TargetResources.modifiedProperties.newValue")
+                .as_deref(),
+            Some("abc")
+        );
+        assert_eq!(s.text("NoSuchField"), None);
+        // CloudTrail names are exact.
+        let raw = json!({"eventName": "StopLogging"});
+        let s = SigmaEvent::new(Route::AwsCloudTrail, &raw, &e);
+        assert_eq!(s.text("eventName").as_deref(), Some("StopLogging"));
+        assert_eq!(s.text("EventName"), None);
+    }
+
+    #[test]
+    fn arrays_fan_out() {
+        let raw = json!({"requestParameters": {"items": [{"k": "a"}, {"k": "b"}]}});
+        let e = ev();
+        let s = SigmaEvent::new(Route::AwsCloudTrail, &raw, &e);
+        assert_eq!(
+            s.get_field("requestParameters.items.k"),
+            Some(EventValue::Array(vec![
+                EventValue::Str("a".into()),
+                EventValue::Str("b".into())
+            ]))
+        );
+    }
+}
