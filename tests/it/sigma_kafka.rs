@@ -5,8 +5,8 @@
 //! topology, and across kill -9 and restart of the real binary with the changelog.
 
 use crate::broker::Broker;
-use crate::scale_out::{config, produce, produce_spread, read_alerts, wait_stable, Instance};
 use crate::scale_out::INPUT_PARTITIONS;
+use crate::scale_out::{config, produce, produce_spread, read_alerts, wait_stable, Instance};
 use crate::util::{fixture, lines};
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
@@ -72,11 +72,20 @@ fn stream() -> Vec<Vec<u8>> {
         n
     };
     for i in 0..60 {
-        let name = if i % 2 == 0 { "ListUsers" } else { "ListBuckets" };
+        let name = if i % 2 == 0 {
+            "ListUsers"
+        } else {
+            "ListBuckets"
+        };
         recs.push(copy(name, "alice", t0 + i * 5_000, next()));
     }
     for i in 0..30 {
-        recs.push(copy("ListUsers", "erin", t0 + 30 * MIN + i * 10_000, next()));
+        recs.push(copy(
+            "ListUsers",
+            "erin",
+            t0 + 30 * MIN + i * 10_000,
+            next(),
+        ));
     }
     let buckets = |recs: &mut Vec<Value>, user: &str, start: i64, k: i64, n: usize| {
         for i in 0..k {
@@ -99,10 +108,17 @@ fn stream() -> Vec<Vec<u8>> {
         .take(70)
         .enumerate()
     {
-        recs.push(copy("GetPasswordData", user, t0 + i as i64 * 3 * MIN, next()));
+        recs.push(copy(
+            "GetPasswordData",
+            user,
+            t0 + i as i64 * 3 * MIN,
+            next(),
+        ));
     }
     recs.sort_by_key(|r| parse_rfc3339_ms(r["eventTime"].as_str().unwrap()).unwrap());
-    recs.iter().map(|r| serde_json::to_vec(r).unwrap()).collect()
+    recs.iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect()
 }
 
 fn sigma_only(alerts: &[Alert]) -> Vec<&Alert> {
@@ -151,9 +167,7 @@ fn expected(records: &[Vec<u8>]) -> Vec<Alert> {
     let fired: BTreeMap<String, BTreeSet<String>> =
         sigma.iter().fold(BTreeMap::new(), |mut m, a| {
             let s = a.sigma.as_ref().unwrap();
-            m.entry(s.title.clone())
-                .or_default()
-                .insert(who(a));
+            m.entry(s.title.clone()).or_default().insert(who(a));
             m
         });
     for (title, user) in [
