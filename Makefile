@@ -21,7 +21,7 @@ demo:
 ## from Maven Central on first use). KAFKA_BOOTSTRAP=host:port runs them on a running broker.
 ## The Apache Kafka tests run second, on their own: their JVMs would otherwise share the 2 cores
 ## with the in-process (mock cluster) tests, whose timings they upset.
-KAFKA_TESTS := broker_faults:: e2e:: exactly_once_kafka:: faults:: handover:: scale_out::
+KAFKA_TESTS := broker_faults:: e2e:: exactly_once_kafka:: faults:: handover:: scale_out:: sigma_kafka::
 test: kafka
 	$(CARGO) test --quiet -- $(addprefix --skip ,$(KAFKA_TESTS))
 	KAFKA_LIBS=$(KAFKA_LIBS) $(CARGO) test --quiet --test it -- $(KAFKA_TESTS)

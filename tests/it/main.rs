@@ -29,6 +29,8 @@ mod replay;
 mod scale_out;
 mod schema;
 mod sigma;
+#[cfg(feature = "kafka")]
+mod sigma_kafka;
 
 mod sigma_correlation;
 mod state;

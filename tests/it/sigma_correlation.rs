@@ -648,7 +648,7 @@ fn every_fixture_correlation_runs() {
         .filter(|p| p.extension().is_some_and(|x| x == "yml"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 10);
+    assert_eq!(files.len(), 11);
     for f in files {
         let r = rules(f.file_name().unwrap().to_str().unwrap());
         r.build();
