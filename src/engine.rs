@@ -208,8 +208,7 @@ impl Engine {
         self.sigma
             .match_event_hits(ev, raw, origin, late, &mut alerts, &mut hits);
         for a in alerts.drain(..) {
-            self.stateful
-                .emit_external(crate::sigma::detection::DETECTOR, a, out);
+            self.stateful.emit_external(a, out);
         }
         for h in hits.drain(..) {
             self.stateful.sigma_hit(&h, out);

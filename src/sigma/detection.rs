@@ -124,12 +124,11 @@ impl SigmaDetector {
         let rules = Arc::clone(&self.rules);
         self.evaluate(ev, raw, |rule, sev, result| {
             for c in rules.consumers(rule.index) {
-                let group: Vec<&str> = c.group_by.iter().map(String::as_str).collect();
                 let hit = hit_of(
                     c.correlation,
                     rule.index,
                     sev,
-                    &group,
+                    &c.group_by,
                     c.value_field.as_deref(),
                     origin,
                     late,
@@ -152,43 +151,15 @@ impl SigmaDetector {
         });
         self.stats.allowed += allowed;
     }
-
-    /// A Sigma field of the event, through the route's mapping, as text (the first value of a
-    /// list); what a correlation's group-by reads.
-    pub fn field_value<'e>(&self, event: &'e SigmaEvent<'e>, field: &str) -> Option<Cow<'e, str>> {
-        event.text(field)
-    }
-
-    /// The [`Hit`] a correlation consumes for a match of rule `detection` (absent group-by
-    /// fields are empty strings).
-    #[allow(clippy::too_many_arguments)]
-    pub fn hit<'e>(
-        &self,
-        correlation: u16,
-        detection: u16,
-        event: &'e SigmaEvent<'e>,
-        group_by: &[&str],
-        value_field: Option<&str>,
-        origin: (i32, i64, u32),
-        late: bool,
-    ) -> Hit<'e> {
-        hit_of(
-            correlation,
-            detection,
-            event,
-            group_by,
-            value_field,
-            origin,
-            late,
-        )
-    }
 }
 
+/// The [`Hit`] a correlation consumes for a match of rule `detection` (absent group-by fields
+/// are empty strings).
 fn hit_of<'e>(
     correlation: u16,
     detection: u16,
     event: &'e SigmaEvent<'e>,
-    group_by: &[&str],
+    group_by: &[String],
     value_field: Option<&str>,
     origin: (i32, i64, u32),
     late: bool,

@@ -37,15 +37,9 @@ pub struct DetectionRule {
 }
 
 impl DetectionRule {
+    /// The rule's level as alerts write it (absent: medium).
     pub fn level_text(&self) -> &'static str {
-        use rsigma_parser::Level;
-        match self.level {
-            Some(Level::Informational) => "informational",
-            Some(Level::Low) => "low",
-            None | Some(Level::Medium) => "medium",
-            Some(Level::High) => "high",
-            Some(Level::Critical) => "critical",
-        }
+        crate::sigma::meta::severity(self.level).as_str()
     }
 
     /// Rule id, name, a tag (case-insensitive) or `*`.

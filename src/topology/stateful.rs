@@ -224,25 +224,9 @@ impl Stateful {
 
     /// An alert raised outside the detectors (a Sigma rule match), through the same
     /// suppression and counts.
-    pub fn emit_external(
-        &mut self,
-        detector: &'static str,
-        mut alert: Alert,
-        out: &mut Vec<Alert>,
-    ) {
-        if !self.suppressor.admit(&mut alert) {
-            return;
-        }
-        *self.stats.alerts.entry(detector).or_insert(0) += 1;
-        *self
-            .stats
-            .alerts_by_severity
-            .entry(alert.severity.as_str())
-            .or_insert(0) += 1;
-        if alert.dry_run {
-            self.stats.dry_run_alerts += 1;
-        }
-        out.push(alert);
+    pub fn emit_external(&mut self, alert: Alert, out: &mut Vec<Alert>) {
+        self.raised.push(alert);
+        self.emit(out);
     }
 
     fn emit(&mut self, out: &mut Vec<Alert>) {

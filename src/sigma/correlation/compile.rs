@@ -96,17 +96,6 @@ fn rule_name(rule: &CorrelationRule) -> String {
         .unwrap_or_else(|| rule.title.clone())
 }
 
-fn level_text(level: Option<rsigma_parser::Level>) -> &'static str {
-    use rsigma_parser::Level;
-    match level {
-        Some(Level::Informational) => "informational",
-        Some(Level::Low) => "low",
-        None | Some(Level::Medium) => "medium",
-        Some(Level::High) => "high",
-        Some(Level::Critical) => "critical",
-    }
-}
-
 /// The detection rule a `rules:` entry names (by id or by name).
 fn find_detection(detections: &[DetectionRef], name: &str) -> Option<usize> {
     detections
@@ -242,7 +231,7 @@ pub fn compile(
             rule_key: crate::window::stable_hash(&[&id]),
             id,
             title: rule.title.clone(),
-            level: level_text(rule.level).to_owned(),
+            level: crate::sigma::meta::severity(rule.level).as_str().to_owned(),
             severity: crate::sigma::meta::severity(rule.level),
             author: rule.author.clone(),
             techniques,
