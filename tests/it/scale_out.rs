@@ -176,7 +176,29 @@ fn summarize(a: &Alert) -> Summary {
 
 /// Runs `n` instances over the records and returns the distinct alerts.
 fn run_group(broker: &Broker, run: &str, n: usize, records: &[Vec<u8>]) -> BTreeSet<Summary> {
-    let c = config(broker, run);
+    // Quiet for longer than the partition idle timeout: every input partition is idle, the
+    // watermark reaches the end of the stream, and the last silence checks have run.
+    run_instances(
+        broker,
+        &config(broker, run),
+        n,
+        records,
+        Duration::from_secs(10),
+    )
+    .iter()
+    .map(summarize)
+    .collect()
+}
+
+/// Runs `n` instances of `c` over the records; every alert read back until the alerts topic
+/// has been quiet for `quiet`.
+pub(crate) fn run_instances(
+    broker: &Broker,
+    c: &Config,
+    n: usize,
+    records: &[Vec<u8>],
+    quiet: Duration,
+) -> Vec<Alert> {
     broker.create_topics(&[
         (c.kafka.input_topics[0].as_str(), INPUT_PARTITIONS),
         (c.kafka.alerts_topic.as_str(), 1),
@@ -185,13 +207,11 @@ fn run_group(broker: &Broker, run: &str, n: usize, records: &[Vec<u8>]) -> BTree
     let instances: Vec<Instance> = (0..n).map(|_| Instance::start(c.clone())).collect();
     wait_stable(&instances.iter().collect::<Vec<_>>());
     produce(&broker.addr, &c.kafka.input_topics[0], records);
-    // Quiet for longer than the partition idle timeout: every input partition is idle, the
-    // watermark reaches the end of the stream, and the last silence checks have run.
-    let alerts = read_alerts(&broker.addr, &c.kafka.alerts_topic, Duration::from_secs(10));
+    let alerts = read_alerts(&broker.addr, &c.kafka.alerts_topic, quiet);
     for i in instances {
         i.stop();
     }
-    alerts.iter().map(summarize).collect()
+    alerts
 }
 
 #[test]

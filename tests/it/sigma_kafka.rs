@@ -6,7 +6,7 @@
 
 use crate::broker::Broker;
 use crate::scale_out::INPUT_PARTITIONS;
-use crate::scale_out::{config, produce, produce_spread, read_alerts, wait_stable, Instance};
+use crate::scale_out::{config, produce_spread, read_alerts, run_instances};
 use crate::util::{fixture, lines};
 use cloudwarden::alert::Alert;
 use cloudwarden::config::Config;
@@ -206,19 +206,7 @@ fn replay_raises_every_correlation_of_the_stream() {
 fn run_group(broker: &Broker, run: &str, n: usize, records: &[Vec<u8>]) -> Vec<Alert> {
     let mut c = config(broker, run);
     c.sigma.rules = sigma_rules();
-    broker.create_topics(&[
-        (c.kafka.input_topics[0].as_str(), INPUT_PARTITIONS),
-        (c.kafka.alerts_topic.as_str(), 1),
-        (c.kafka.dead_letter_topic.as_str(), 1),
-    ]);
-    let instances: Vec<Instance> = (0..n).map(|_| Instance::start(c.clone())).collect();
-    wait_stable(&instances.iter().collect::<Vec<_>>());
-    produce(&broker.addr, &c.kafka.input_topics[0], records);
-    let alerts = read_alerts(&broker.addr, &c.kafka.alerts_topic, Duration::from_secs(8));
-    for i in instances {
-        i.stop();
-    }
-    alerts
+    run_instances(broker, &c, n, records, Duration::from_secs(8))
 }
 
 fn assert_same(what: &str, got: &[Alert], want: &[Alert]) {
