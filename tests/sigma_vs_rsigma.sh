@@ -63,7 +63,7 @@ PY
 run_rsigma() { # route rules [pipeline]
   local extra=()
   [ -n "${3:-}" ] && extra=(-p "$3")
-  "$RSIGMA" eval -r "$2" -e "@$WORK/$1.ndjson" --include-event "${extra[@]}" 2>/dev/null || true
+  "$RSIGMA" engine eval -r "$2" -e "@$WORK/$1.ndjson" --include-event "${extra[@]}" 2>/dev/null || true
 }
 {
   run_rsigma aws "$RULES/aws"
