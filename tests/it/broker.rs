@@ -49,12 +49,24 @@ struct Node {
     child: Option<Child>,
 }
 
+/// A port for a broker to listen on, below Linux's ephemeral range (32768–60999): a killed
+/// node restarts on the same port, and a port the kernel hands out as the local end of some
+/// client connection meanwhile ("Unable to start acceptor for PLAINTEXT") is a port it can
+/// never get back. Each port is handed out once per process and checked bindable now.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::AtomicU16;
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Start where this process's id points, so two test binaries at once rarely meet.
+    let base = (std::process::id() % u32::from(SPAN)) as u16;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (base.wrapping_add(n)) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn libs() -> PathBuf {
@@ -350,6 +362,21 @@ impl Broker {
     /// registration times out, so "the cluster lists every node" says nothing here).
     pub fn restart(&mut self, id: u32) {
         self.spawn(id);
+        // A JVM that exits at once (its port still held by the kernel for a moment) is
+        // started again, a few times, before the wait below gives up on it.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_secs(3));
+            let node = &mut self.nodes[id as usize - 1];
+            let exited = node
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if !exited {
+                break;
+            }
+            eprintln!("node {id} exited at start; starting it again");
+            self.spawn(id);
+        }
         let node_addr = format!("127.0.0.1:{}", self.nodes[id as usize - 1].port);
         let client: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.addr)
