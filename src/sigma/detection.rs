@@ -1,8 +1,8 @@
 //! Matching detection rules on one event and turning each match into an alert.
 //!
 //! [`SigmaDetector::evaluate`] is the one place rules meet events: the event's route picks its
-//! rules, the raw event JSON is parsed once (only if the route has rules), and each running rule
-//! is evaluated by rsigma-eval through [`SigmaEvent`]. [`SigmaDetector::match_event`] builds the
+//! rules' engine ([`RouteEngine`]), whose candidate index evaluates only the rules the event
+//! could match, reading the raw event JSON lazily through [`SigmaEvent`]. [`SigmaDetector::match_event`] builds the
 //! alerts (`detector = "sigma"`); the caller passes them through the same suppression as the
 //! built-in detectors'. For correlations, [`SigmaDetector::evaluate`] hands every match (the
 //! rule's stable index and the event) to a callback, and [`SigmaDetector::field_value`] /
@@ -11,7 +11,7 @@
 use super::event::SigmaEvent;
 use super::fields::Route;
 use super::hit::Hit;
-use super::load::{DetectionRule, Rules};
+use super::load::{DetectionRule, RouteEngine, Rules};
 use super::meta::{severity, RuleRef};
 use crate::alert::{Alert, AlertDraft, AlertStatus, Evidence};
 use crate::event::CloudEvent;
@@ -80,23 +80,24 @@ impl SigmaDetector {
         let Some(route) = Route::of_event(ev) else {
             return 0;
         };
-        let indices = self.rules.of_route(route);
-        if indices.is_empty() {
-            return 0;
-        }
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(raw) else {
-            self.stats.unreadable += 1;
+        let rules = Arc::clone(&self.rules);
+        let Some(engine) = rules.engine_of(route) else {
             return 0;
         };
-        let sev = SigmaEvent::new(route, &value, ev);
+        let sev = SigmaEvent::new(route, raw, ev);
+        let results = engine.evaluate(&sev);
+        if sev.unreadable() {
+            self.stats.unreadable += 1;
+            return 0;
+        }
         let mut n = 0;
-        for &i in indices {
-            let rule = &self.rules.detections[usize::from(i)];
-            if let Some(result) = rsigma_eval::evaluate_rule(&rule.compiled, &sev) {
-                self.stats.matches[usize::from(i)] += 1;
-                n += 1;
-                on_match(rule, &sev, &result);
-            }
+        for result in &results {
+            let Some(rule) = RouteEngine::index_of(result).and_then(|i| rules.get(i)) else {
+                continue;
+            };
+            self.stats.matches[usize::from(rule.index)] += 1;
+            n += 1;
+            on_match(rule, &sev, result);
         }
         n
     }
@@ -155,15 +156,15 @@ impl SigmaDetector {
 
 /// The [`Hit`] a correlation consumes for a match of rule `detection` (absent group-by fields
 /// are empty strings).
-fn hit_of<'e>(
+fn hit_of<'s>(
     correlation: u16,
     detection: u16,
-    event: &'e SigmaEvent<'e>,
+    event: &'s SigmaEvent<'_>,
     group_by: &[String],
     value_field: Option<&str>,
     origin: (i32, i64, u32),
     late: bool,
-) -> Hit<'e> {
+) -> Hit<'s> {
     let ev = event.ev;
     Hit {
         correlation,

@@ -62,6 +62,73 @@ pub struct Unsupported {
     pub reason: String,
 }
 
+/// The custom attribute that carries a rule's [`DetectionRule::index`] through rsigma's engine
+/// into its results.
+const INDEX_ATTRIBUTE: &str = "cloudwarden.index";
+
+/// One route's running rules in an [`rsigma_eval::Engine`]: its candidate index (exact,
+/// presence and substring witnesses per field) leaves out the rules an event cannot match, so
+/// an event costs the few rules it could match, not all of them; each result names its rule by
+/// [`RouteEngine::index_of`]. Match detail and bloom prefilter stay at the engine's defaults
+/// (off), so results equal `rsigma_eval::evaluate_rule`'s rule by rule.
+#[derive(Clone, Default)]
+pub struct RouteEngine {
+    engine: Option<std::sync::Arc<rsigma_eval::Engine>>,
+    rules: usize,
+}
+
+impl std::fmt::Debug for RouteEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteEngine")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+impl RouteEngine {
+    fn new<'r>(rules: impl Iterator<Item = &'r DetectionRule>) -> RouteEngine {
+        let compiled: Vec<CompiledRule> = rules
+            .map(|r| {
+                let mut c = r.compiled.clone();
+                std::sync::Arc::make_mut(&mut c.custom_attributes)
+                    .insert(INDEX_ATTRIBUTE.to_owned(), serde_json::json!(r.index));
+                c
+            })
+            .collect();
+        if compiled.is_empty() {
+            return RouteEngine::default();
+        }
+        let n = compiled.len();
+        let mut engine = rsigma_eval::Engine::new();
+        engine.extend_compiled_rules(compiled);
+        RouteEngine {
+            engine: Some(std::sync::Arc::new(engine)),
+            rules: n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules == 0
+    }
+
+    /// Every running rule of the route that matches `event`.
+    pub fn evaluate(&self, event: &impl rsigma_eval::Event) -> Vec<rsigma_eval::EvaluationResult> {
+        self.engine
+            .as_ref()
+            .map_or_else(Vec::new, |e| e.evaluate(event))
+    }
+
+    /// The [`DetectionRule::index`] a result of [`RouteEngine::evaluate`] is for.
+    pub fn index_of(result: &rsigma_eval::EvaluationResult) -> Option<u16> {
+        result
+            .header
+            .custom_attributes
+            .get(INDEX_ATTRIBUTE)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+}
+
 /// The loaded rule set.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
@@ -72,6 +139,9 @@ pub struct Rules {
     pub file_errors: Vec<(String, String)>,
     /// Running rules' indices per route ([`Route::index`]).
     by_route: Vec<Vec<u16>>,
+    /// Per route: an rsigma engine over its running rules, whose candidate index picks the
+    /// rules an event can match before any is evaluated (see [`RouteEngine`]).
+    engines: Vec<RouteEngine>,
     /// The correlation rules' settings, and what compiling them found (see [`Rules::link`]).
     pub correlation_settings: CorrelationSettings,
     /// Correlation rules that do not run, and why.
@@ -228,6 +298,11 @@ impl Rules {
         });
     }
 
+    /// The engine of a route's running rules (`None`: the route has none).
+    pub fn engine_of(&self, route: Route) -> Option<&RouteEngine> {
+        self.engines.get(route.index()).filter(|e| !e.is_empty())
+    }
+
     fn index(&mut self) {
         self.by_route = vec![Vec::new(); Route::ALL.len()];
         for r in &self.detections {
@@ -235,6 +310,13 @@ impl Rules {
                 self.by_route[r.route.index()].push(r.index);
             }
         }
+        self.engines = self
+            .by_route
+            .iter()
+            .map(|indices| {
+                RouteEngine::new(indices.iter().map(|&i| &self.detections[usize::from(i)]))
+            })
+            .collect();
     }
 
     /// Loads what a `[sigma]` section names and applies its selections; errors name the key.
