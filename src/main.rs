@@ -599,7 +599,7 @@ fn cmd_sigma(command: SigmaCommand) -> anyhow::Result<ExitCode> {
                 for (ev, raw) in evs.iter().zip(&raws) {
                     seen += 1;
                     let id = ev.metadata_uid.as_deref().unwrap_or("-");
-                    det.evaluate(ev, raw, |rule, _, result| {
+                    det.evaluate(ev, raw, |_, rule, _, result| {
                         matched += 1;
                         print!(
                             "match  record {}  event {id}  {}  {}",

@@ -2,8 +2,8 @@
 //!
 //! [`SigmaDetector::evaluate`] is the one place rules meet events: the event's route picks its
 //! rules' engine ([`RouteEngine`]), whose candidate index evaluates only the rules the event
-//! could match, reading the raw event JSON lazily through [`SigmaEvent`]. [`SigmaDetector::match_event`] builds the
-//! alerts (`detector = "sigma"`); the caller passes them through the same suppression as the
+//! could match, reading the raw event JSON lazily through [`SigmaEvent`].
+//! [`SigmaDetector::match_event`] builds the alerts (`detector = "sigma"`); the caller passes them through the same suppression as the
 //! built-in detectors'. For correlations, [`SigmaDetector::evaluate`] hands every match (the
 //! rule's stable index and the event) to a callback, and [`SigmaDetector::field_value`] /
 //! [`SigmaDetector::hit`] read group-by fields through the same mapping.
@@ -68,26 +68,26 @@ impl SigmaDetector {
         &self.stats
     }
 
-    /// Evaluates the event's route's running rules on its raw JSON; `on_match` gets each
-    /// matching rule (its `index` is stable for the loaded set), the event and the result.
-    /// Returns the number of matches.
+    /// Evaluates the event's route's running rules on its raw JSON; `on_match` gets the rule
+    /// set, each matching rule (its `index` is stable for the loaded set), the event and the
+    /// result. Returns the number of matches.
     pub fn evaluate(
         &mut self,
         ev: &CloudEvent<'_>,
         raw: &str,
-        mut on_match: impl FnMut(&DetectionRule, &SigmaEvent<'_>, &EvaluationResult),
+        mut on_match: impl FnMut(&Rules, &DetectionRule, &SigmaEvent<'_>, &EvaluationResult),
     ) -> usize {
         let Some(route) = Route::of_event(ev) else {
             return 0;
         };
-        let rules = Arc::clone(&self.rules);
+        let (rules, stats) = (&self.rules, &mut self.stats);
         let Some(engine) = rules.engine_of(route) else {
             return 0;
         };
         let sev = SigmaEvent::new(route, raw, ev);
         let results = engine.evaluate(&sev);
         if sev.unreadable() {
-            self.stats.unreadable += 1;
+            stats.unreadable += 1;
             return 0;
         }
         let mut n = 0;
@@ -95,9 +95,9 @@ impl SigmaDetector {
             let Some(rule) = RouteEngine::index_of(result).and_then(|i| rules.get(i)) else {
                 continue;
             };
-            self.stats.matches[usize::from(rule.index)] += 1;
+            stats.matches[usize::from(rule.index)] += 1;
             n += 1;
-            on_match(rule, &sev, result);
+            on_match(rules, rule, &sev, result);
         }
         n
     }
@@ -122,8 +122,7 @@ impl SigmaDetector {
     ) {
         let max = self.max_matched_fields;
         let mut allowed = 0;
-        let rules = Arc::clone(&self.rules);
-        self.evaluate(ev, raw, |rule, sev, result| {
+        self.evaluate(ev, raw, |rules, rule, sev, result| {
             for c in rules.consumers(rule.index) {
                 let hit = hit_of(
                     c.correlation,

@@ -97,11 +97,12 @@ impl<'e> Node<'e> {
     }
 }
 
+/// An object key, borrowed from the record unless it has escapes.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
 /// Splits an object into members or an array into items, leaving each as raw text.
 fn split(text: &str) -> Kids<'_> {
-    #[derive(serde::Deserialize)]
-    struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
     struct Split;
     impl<'de> Visitor<'de> for Split {
         type Value = Kids<'de>;
@@ -185,8 +186,6 @@ impl<'de> Visitor<'de> for ValueSeed {
         Ok(EventValue::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        #[derive(serde::Deserialize)]
-        struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
         let mut out: Vec<(Cow<'de, str>, EventValue<'de>)> = Vec::new();
         while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
             let v = map.next_value_seed(ValueSeed)?;

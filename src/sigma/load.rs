@@ -71,22 +71,20 @@ const INDEX_ATTRIBUTE: &str = "cloudwarden.index";
 /// an event costs the few rules it could match, not all of them; each result names its rule by
 /// [`RouteEngine::index_of`]. Match detail and bloom prefilter stay at the engine's defaults
 /// (off), so results equal `rsigma_eval::evaluate_rule`'s rule by rule.
-#[derive(Clone, Default)]
-pub struct RouteEngine {
-    engine: Option<std::sync::Arc<rsigma_eval::Engine>>,
-    rules: usize,
-}
+#[derive(Clone)]
+pub struct RouteEngine(std::sync::Arc<rsigma_eval::Engine>);
 
 impl std::fmt::Debug for RouteEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteEngine")
-            .field("rules", &self.rules)
+        f.debug_tuple("RouteEngine")
+            .field(&self.0.rules().len())
             .finish()
     }
 }
 
 impl RouteEngine {
-    fn new<'r>(rules: impl Iterator<Item = &'r DetectionRule>) -> RouteEngine {
+    /// The engine of `rules` (`None`: there are none).
+    fn new<'r>(rules: impl Iterator<Item = &'r DetectionRule>) -> Option<RouteEngine> {
         let compiled: Vec<CompiledRule> = rules
             .map(|r| {
                 let mut c = r.compiled.clone();
@@ -96,26 +94,16 @@ impl RouteEngine {
             })
             .collect();
         if compiled.is_empty() {
-            return RouteEngine::default();
+            return None;
         }
-        let n = compiled.len();
         let mut engine = rsigma_eval::Engine::new();
         engine.extend_compiled_rules(compiled);
-        RouteEngine {
-            engine: Some(std::sync::Arc::new(engine)),
-            rules: n,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules == 0
+        Some(RouteEngine(std::sync::Arc::new(engine)))
     }
 
     /// Every running rule of the route that matches `event`.
     pub fn evaluate(&self, event: &impl rsigma_eval::Event) -> Vec<rsigma_eval::EvaluationResult> {
-        self.engine
-            .as_ref()
-            .map_or_else(Vec::new, |e| e.evaluate(event))
+        self.0.evaluate(event)
     }
 
     /// The [`DetectionRule::index`] a result of [`RouteEngine::evaluate`] is for.
@@ -137,11 +125,9 @@ pub struct Rules {
     pub correlations: Vec<CorrelationRule>,
     /// Files that failed to read or parse as a whole.
     pub file_errors: Vec<(String, String)>,
-    /// Running rules' indices per route ([`Route::index`]).
-    by_route: Vec<Vec<u16>>,
-    /// Per route: an rsigma engine over its running rules, whose candidate index picks the
-    /// rules an event can match before any is evaluated (see [`RouteEngine`]).
-    engines: Vec<RouteEngine>,
+    /// Per route ([`Route::index`]): an rsigma engine over its running rules, whose candidate
+    /// index picks the rules an event can match before any is evaluated (see [`RouteEngine`]).
+    engines: Vec<Option<RouteEngine>>,
     /// The correlation rules' settings, and what compiling them found (see [`Rules::link`]).
     pub correlation_settings: CorrelationSettings,
     /// Correlation rules that do not run, and why.
@@ -158,13 +144,6 @@ pub struct Rules {
 impl Rules {
     pub fn is_empty(&self) -> bool {
         self.detections.is_empty()
-    }
-
-    /// The running rules of a route.
-    pub fn of_route(&self, route: Route) -> &[u16] {
-        self.by_route
-            .get(route.index())
-            .map_or(&[][..], Vec::as_slice)
     }
 
     pub fn get(&self, index: u16) -> Option<&DetectionRule> {
@@ -300,21 +279,18 @@ impl Rules {
 
     /// The engine of a route's running rules (`None`: the route has none).
     pub fn engine_of(&self, route: Route) -> Option<&RouteEngine> {
-        self.engines.get(route.index()).filter(|e| !e.is_empty())
+        self.engines.get(route.index())?.as_ref()
     }
 
     fn index(&mut self) {
-        self.by_route = vec![Vec::new(); Route::ALL.len()];
-        for r in &self.detections {
-            if r.runs {
-                self.by_route[r.route.index()].push(r.index);
-            }
-        }
-        self.engines = self
-            .by_route
+        self.engines = Route::ALL
             .iter()
-            .map(|indices| {
-                RouteEngine::new(indices.iter().map(|&i| &self.detections[usize::from(i)]))
+            .map(|&route| {
+                RouteEngine::new(
+                    self.detections
+                        .iter()
+                        .filter(|r| r.runs && r.route == route),
+                )
             })
             .collect();
     }
